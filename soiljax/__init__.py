@@ -1,0 +1,33 @@
+"""soiljax: JAX-accelerated, differentiable soil organic carbon models."""
+
+import jax as _jax
+
+# Steady states of these models reach condition numbers of 1e14: float64 is
+# the default.  Set SOILJAX_ENABLE_X64=0 before importing to keep JAX's float32.
+import os as _os
+
+if _os.environ.get("SOILJAX_ENABLE_X64", "1") != "0":
+    _jax.config.update("jax_enable_x64", True)
+
+from ._forcing import FORCING_UNITS as FORCING_UNITS
+from ._forcing import FORCING_VARIABLES as FORCING_VARIABLES
+from ._forcing import Forcing as Forcing
+from ._forcing import ForcingError as ForcingError
+from ._grid import DZ as DZ
+from ._grid import N_LAYERS as N_LAYERS
+from ._grid import ZISOI as ZISOI
+from ._grid import ZSOI as ZSOI
+from ._models import CLM5 as CLM5
+from ._models import COMPAS as COMPAS
+from ._models import AbstractSoilModel as AbstractSoilModel
+from ._models import SteadyState as SteadyState
+from ._params import CLM5_SPACE as CLM5_SPACE
+from ._params import COMPAS_SPACE as COMPAS_SPACE
+from ._params import ParamSpace as ParamSpace
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("soiljax")
+except Exception:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,416 @@
+"""CLM5 and COMPAS as equinox Modules sharing one abstract interface.
+
+Both models are pure functions of (model configuration, scaled parameters ``u``,
+:class:`~soiljax.Forcing`) for one site; batch them with ``jax.vmap`` or use
+:func:`soiljax.batched_steady_state`.  Equations: MODELS.md sections 3 and 4.
+"""
+
+
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from . import _linear
+from ._forcing import Forcing
+from ._grid import DZ, N_LAYERS, ZSOI
+from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
+from ._physics import (
+    DAYS_PER_YEAR,
+    depth_scalar,
+    litter_input,
+    temperature_scalar,
+    transport_operator,
+    turnover_rate,
+    water_scalar,
+)
+
+BEDROCK_MODES = ("proda", "closed")
+
+
+class SteadyState(eqx.Module):
+    """Steady state of one site (or a batch, on leading axes).
+
+    ``state`` holds every pool in gC m-3 (pool order of the model's
+    ``pool_names``); ``soc`` is the observable SOC per layer; ``valid`` is
+    PRODA's acceptance rule (see the model's docstring); ``rcond`` is the
+    reciprocal 1-norm condition number of the linear system that was solved.
+    Invalid profiles carry finite numbers (never NaN) so that they cannot
+    poison batched reductions or gradients.
+    """
+
+    state: Float[Array, "*site pool layer"]
+    soc: Float[Array, "*site layer"]
+    valid: Bool[Array, "*site"]
+    rcond: Float[Array, "*site"]
+
+
+class LinearOperators(eqx.Module):
+    """The linear part of a model at given parameters and forcing (one site).
+
+    ``system`` is N = -(A K - V) for the pools it covers (all 7 of CLM5, the 4
+    litter pools of COMPAS) and ``inputs`` is u = B I for those pools, so the
+    linear dynamics are dX/dt = inputs - N X.  ``xi`` is the combined
+    environmental scalar per pool and layer and ``k_base`` the baseline rate per
+    pool (day-1), so that system.k = k_base * xi.
+    """
+
+    system: _linear.PoolSystem
+    inputs: Float[Array, "pool layer"]
+    k_base: Float[Array, " pool"]
+    xi: Float[Array, "pool layer"]
+
+
+class AbstractSoilModel(eqx.Module):
+    """Interface shared by CLM5 and COMPAS.
+
+    ``bedrock`` selects the transport boundary below bedrock: ``"proda"``
+    reproduces the original code (which leaks about 1% of the input through the
+    bedrock interface when nbedrock < 20) and is the default, so that PRODA's
+    fitted parameters and reference outputs carry over; ``"closed"`` closes
+    that interface as CTSM does and conserves mass exactly.
+    """
+
+    bedrock: str = "proda"
+
+    space: eqx.AbstractClassVar[ParamSpace]
+    pool_names: eqx.AbstractClassVar[tuple[str, ...]]
+    soc_pools: eqx.AbstractClassVar[tuple[int, ...]]
+
+    def __check_init__(self):
+        if self.bedrock not in BEDROCK_MODES:
+            raise ValueError(f"bedrock must be one of {BEDROCK_MODES}, got {self.bedrock!r}")
+
+    @property
+    def n_params(self) -> int:
+        return self.space.size
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.space.names
+
+    @property
+    def n_pools(self) -> int:
+        return len(self.pool_names)
+
+    def default_u(self):
+        """Scaled default parameters (see the model's parameter space)."""
+        return jnp.asarray(self.space.default_u())
+
+    def _check_u(self, u):
+        u = jnp.asarray(u)
+        if u.shape != (self.space.size,):
+            raise ValueError(
+                f"{type(self).__name__} expects u of shape ({self.space.size},) for one site "
+                f"(use jax.vmap or soiljax.batched_steady_state for a batch), got {u.shape}"
+            )
+        return u
+
+    def _transport(self, theta, forcing):
+        return transport_operator(theta["bio"], theta["cryo"], forcing, closed=self.bedrock == "closed")
+
+    @abc.abstractmethod
+    def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
+        """K, A, V and the input vector at parameters ``u`` for one site."""
+
+    @abc.abstractmethod
+    def steady_state(self, u, forcing: Forcing) -> SteadyState:
+        """Steady state of one site."""
+
+    @abc.abstractmethod
+    def tendency(self, u, forcing: Forcing, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
+        """dX/dt (gC m-3 day-1) of the full transient model at ``state``."""
+
+    @abc.abstractmethod
+    def respiration(self, u, forcing: Forcing, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
+        """Heterotrophic respiration per pool and layer (gC m-3 day-1) at ``state``."""
+
+    def observable(self, state: Float[Array, "*site pool layer"]) -> Float[Array, "*site layer"]:
+        """SOC per layer that is compared with observations (gC m-3)."""
+        return sum(state[..., p, :] for p in self.soc_pools)
+
+
+# ---------------------------------------------------------------------------
+# CLM5
+# ---------------------------------------------------------------------------
+
+_CWD, _L1, _L2, _L3, _S1, _S2, _S3 = range(7)
+
+
+class CLM5(AbstractSoilModel):
+    """CLM5's vertically resolved CENTURY-type model in matrix form (7 pools x 20 layers).
+
+    dX/dt = u + A K X - V X; steady state X* = (A K - V)^-1 (-u) with negative
+    entries set to 0.  Observable: S1 + S2 + S3.  A profile is invalid when the
+    system is numerically singular: reciprocal 1-norm condition number below
+    machine epsilon, PRODA's (MATLAB's) rejection rule.
+
+    ``sand_dependent_transfers=True`` replaces f_s1_s2 and f_s1_s3 by CLM5's
+    default sand rule (t = 0.85 - 0.0068 (100 - sand); f_s1_s2 = 1 - t - 0.004,
+    f_s1_s3 = 0.004, layer by layer from CELLSAND), ignoring those two entries
+    of ``u``.
+    """
+
+    sand_dependent_transfers: bool = False
+
+    space: ClassVar[ParamSpace] = CLM5_SPACE
+    pool_names: ClassVar[tuple[str, ...]] = ("CWD", "L1", "L2", "L3", "S1", "S2", "S3")
+    soc_pools: ClassVar[tuple[int, ...]] = (_S1, _S2, _S3)
+
+    def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
+        u = self._check_u(u)
+        th = self.space.as_dict(self.space.to_physical(u))
+        xi_t = temperature_scalar(th["q10"], forcing.tsoi)
+        xi_w = water_scalar(th["w_scaling"], forcing.w_scalar)
+        env = xi_t * xi_w * forcing.o_scalar  # (month, layer)
+        xi_d = depth_scalar(th["efolding"])
+        xi_soil = jnp.mean(env, axis=0) * xi_d  # CWD and soil pools
+        xi_litter = jnp.mean(env * forcing.fpi_vr, axis=0) * xi_d  # L1-L3 (nitrogen scalar)
+        xi = jnp.stack([xi_soil, xi_litter, xi_litter, xi_litter, xi_soil, xi_soil, xi_soil])
+        k_base = turnover_rate(
+            jnp.stack(
+                [th["tau_cwd"], th["tau_l1"], th["tau_l2_l3"], th["tau_l2_l3"], th["tau_s1"], th["tau_s2"], th["tau_s3"]]
+            )
+        )
+        k = k_base[:, None] * xi
+        ones = jnp.ones(N_LAYERS)
+        if self.sand_dependent_transfers:
+            sand = jnp.clip(forcing.cellsand, 0.0, 100.0)
+            t = 0.85 - 0.0068 * (100.0 - sand)
+            f_s1_s3 = 0.004 * ones
+            f_s1_s2 = (1.0 - t) - f_s1_s3
+        else:
+            f_s1_s2 = th["f_s1_s2"] * ones
+            f_s1_s3 = th["f_s1_s3"] * ones
+        transfers = {
+            (_L2, _CWD): th["f_cwd_l2"] * ones,
+            (_L3, _CWD): (1.0 - th["f_cwd_l2"]) * ones,
+            (_S1, _L1): th["f_l1_s1"] * ones,
+            (_S1, _L2): th["f_l2_s1"] * ones,
+            (_S2, _L3): th["f_l3_s2"] * ones,
+            (_S2, _S1): f_s1_s2,
+            (_S3, _S1): f_s1_s3,
+            (_S1, _S2): th["f_s2_s1"] * ones,
+            (_S3, _S2): th["f_s2_s3"] * ones,
+            (_S1, _S3): th["f_s3_s1"] * ones,
+        }
+        lower, diag, upper = self._transport(th, forcing)
+        system = _linear.PoolSystem(
+            k=k,
+            transfers=transfers,
+            lower=lower,
+            diag=diag,
+            upper=upper,
+            transported=(False, True, True, True, True, True, True),
+            groups=((_CWD,), (_L1,), (_L2,), (_L3,), (_S1, _S2, _S3)),
+        )
+        inputs = jnp.concatenate([litter_input(th["beta"], forcing), jnp.zeros((3, N_LAYERS))])
+        return LinearOperators(system=system, inputs=inputs, k_base=k_base, xi=xi)
+
+    def steady_state(self, u, forcing: Forcing) -> SteadyState:
+        ops = self.linear_operators(u, forcing)
+        x, valid, rc = _solve_checked(ops.system, ops.inputs)
+        x = jnp.maximum(x, 0.0)  # PRODA sets negative round-off to zero
+        return SteadyState(state=x, soc=self.observable(x), valid=valid, rcond=rc)
+
+    def tendency(self, u, forcing, state):
+        ops = self.linear_operators(u, forcing)
+        return ops.inputs - ops.system.matvec(state)
+
+    def respiration(self, u, forcing, state):
+        ops = self.linear_operators(u, forcing)
+        return _linear_respiration(ops.system, state)
+
+
+def _linear_respiration(system: _linear.PoolSystem, state):
+    """Respired flux per donor pool: (1 - sum of its transfer fractions) k x."""
+    passed = jnp.zeros_like(system.k)
+    for (_r, d), f in system.transfers.items():
+        passed = passed.at[d].add(f)
+    return (1.0 - passed) * system.k * state
+
+
+def _solve_checked(system: _linear.PoolSystem, rhs):
+    """Solve N x = rhs with a validity flag; invalid systems give x = 0 and zero gradients."""
+    fac = jax.lax.stop_gradient(_linear.factorise(system))
+    rc = _linear.rcond(fac)
+    valid = rc >= _linear.EPS
+    # A singular factorisation holds inf/NaN: replace it so that neither the
+    # solution nor the implicit (transposed-solve) gradient can carry NaN.
+    safe = eqx.tree_at(
+        lambda f: f.factors,
+        fac,
+        jax.tree_util.tree_map(lambda a: jnp.where(valid, a, 0.0), fac.factors),
+    )
+    x = _linear.solve(system, rhs, fac=safe)
+    return x, valid, rc
+
+
+# ---------------------------------------------------------------------------
+# COMPAS
+# ---------------------------------------------------------------------------
+
+_DOC, _MIC, _ENZ, _SOC = 4, 5, 6, 7
+COMPAS_EFOLDING = 0.5  # m, fixed in COMPAS
+MIN_TOTAL_TO_MIC = 10.0  # PRODA: profiles with total / MIC stock below this are rejected
+
+
+class COMPAS(AbstractSoilModel):
+    """COMPAS: litter as in CLM5 (4 pools, linear, L1-L3 transported) feeding
+    four immobile soil pools per layer (DOC, MIC, ENZ, mineral SOC) with
+    Michaelis-Menten DOC uptake and SOC depolymerisation (8 pools x 20 layers).
+
+    Steady state: the 80-state litter system is solved exactly (negatives to 0),
+    the soil pools by the closed form of Georgiou et al. (2017).  A profile is
+    invalid (PRODA's rule) when the litter system is numerically singular, a
+    layer has no finite steady state, any pool is negative, or the total soil
+    carbon stock is less than 10 times the microbial stock.  Observable: DOC +
+    MIC + ENZ + SOC.
+
+    ``proda_enzyme_quirk=True`` reproduces the original code, where the enzyme
+    turnover time is driven by the u of ``km_assim`` instead of its own.
+    """
+
+    proda_enzyme_quirk: bool = False
+
+    space: ClassVar[ParamSpace] = COMPAS_SPACE
+    pool_names: ClassVar[tuple[str, ...]] = ("CWD", "L1", "L2", "L3", "DOC", "MIC", "ENZ", "SOC")
+    soc_pools: ClassVar[tuple[int, ...]] = (_DOC, _MIC, _ENZ, _SOC)
+
+    def _theta(self, u):
+        u = self._check_u(u)
+        if self.proda_enzyme_quirk:
+            u = u.at[self.space.index("tau_enz_decay")].set(u[self.space.index("km_assim")])
+        return self.space.as_dict(self.space.to_physical(u))
+
+    def _xi(self, th, forcing):
+        xi_t = jnp.mean(temperature_scalar(th["q10"], forcing.tsoi), axis=0)
+        xi_w = jnp.mean(water_scalar(th["w_scaling"], forcing.w_scalar), axis=0)
+        xi_o = jnp.mean(forcing.o_scalar, axis=0)
+        xi = xi_t * xi_w * xi_o * jnp.exp(-jnp.asarray(ZSOI) / COMPAS_EFOLDING)
+        xi_n = jnp.mean(forcing.fpi_vr, axis=0)
+        return xi, xi_n
+
+    def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
+        """The litter sub-system (CWD, L1, L2, L3)."""
+        th = self._theta(u)
+        xi, xi_n = self._xi(th, forcing)
+        k_base = turnover_rate(jnp.stack([th["tau_cwd"], th["tau_l1"], th["tau_l2_l3"], th["tau_l2_l3"]]))
+        xi_p = jnp.stack([xi, xi * xi_n, xi * xi_n, xi * xi_n])
+        ones = jnp.ones(N_LAYERS)
+        lower, diag, upper = self._transport(th, forcing)
+        system = _linear.PoolSystem(
+            k=k_base[:, None] * xi_p,
+            transfers={(_L2, _CWD): th["f_cwd_l2"] * ones, (_L3, _CWD): (1.0 - th["f_cwd_l2"]) * ones},
+            lower=lower,
+            diag=diag,
+            upper=upper,
+            transported=(False, True, True, True),
+            groups=((_CWD,), (_L1,), (_L2,), (_L3,)),
+        )
+        return LinearOperators(system=system, inputs=litter_input(th["beta"], forcing), k_base=k_base, xi=xi_p)
+
+    def _soil_rates(self, th, xi):
+        per_day = lambda tau: xi * turnover_rate(tau)  # noqa: E731
+        return dict(
+            k_assim=per_day(th["tau_assim"]),
+            k_death=per_day(th["tau_mic_death"]),
+            k_enz_prod=per_day(th["tau_enz_prod"]),
+            k_enz_decay=per_day(th["tau_enz_decay"]),
+            k_decom=per_day(th["tau_decom"]),
+            km_assim=th["km_assim"] * xi,
+            km_decom=th["km_decom"] * xi,
+        )
+
+    @staticmethod
+    def _soil_inputs(th, litter_flux):
+        f1, f2, f3 = litter_flux[1], litter_flux[2], litter_flux[3]
+        in_doc = th["p_l1_doc"] * f1 + th["p_l2_doc"] * f2
+        in_soc = th["p_l3_soc"] * f3
+        in_mic = (
+            (1.0 - th["p_l1_doc"]) * th["cue_l1"] * f1
+            + (1.0 - th["p_l2_doc"]) * th["cue_l2_l3"] * f2
+            + (1.0 - th["p_l3_soc"]) * th["cue_l2_l3"] * f3
+        )
+        return in_doc, in_mic, in_soc
+
+    def steady_state(self, u, forcing: Forcing) -> SteadyState:
+        th = self._theta(u)
+        ops = self.linear_operators(u, forcing)
+        litter, litter_ok, rc = _solve_checked(ops.system, ops.inputs)
+        litter = jnp.maximum(litter, 0.0)
+        in_doc, in_mic, in_soc = self._soil_inputs(th, ops.system.k * litter)
+        r = self._soil_rates(th, ops.xi[0])
+        c, p = th["cue_doc"], th["p_death_soc"]
+        kk = r["k_death"] + r["k_enz_prod"]
+        mic, ok1 = _safe_div(in_mic + c * (in_soc + in_doc), (1.0 - c) * kk)
+        enz, ok2 = _safe_div(r["k_enz_prod"] * mic, r["k_enz_decay"])
+        soc, ok3 = _safe_div(
+            (in_soc + p * r["k_death"] * mic) * r["km_decom"],
+            r["k_decom"] * enz - p * r["k_death"] * mic - in_soc,
+        )
+        doc, ok4 = _safe_div((kk * mic - in_mic) * r["km_assim"], (c * r["k_assim"] - kk) * mic + in_mic)
+        finite = jnp.all(ok1 & ok2 & ok3 & ok4)
+        state = jnp.concatenate([litter, jnp.stack([doc, mic, enz, soc])])
+        total = doc + mic + enz + soc
+        dz = jnp.asarray(DZ)
+        total_stock = jnp.sum(total * dz)
+        mic_stock = jnp.sum(mic * dz)
+        non_negative = jnp.all(state >= 0)
+        ratio_ok = total_stock >= MIN_TOTAL_TO_MIC * mic_stock
+        valid = litter_ok & finite & non_negative & ratio_ok
+        return SteadyState(state=state, soc=total, valid=valid, rcond=rc)
+
+    def tendency(self, u, forcing, state):
+        th = self._theta(u)
+        ops = self.linear_operators(u, forcing)
+        litter = state[:4]
+        d_litter = ops.inputs - ops.system.matvec(litter)
+        in_doc, in_mic, in_soc = self._soil_inputs(th, ops.system.k * litter)
+        r = self._soil_rates(th, ops.xi[0])
+        doc, mic, enz, soc = state[_DOC], state[_MIC], state[_ENZ], state[_SOC]
+        uptake = r["k_assim"] * mic * doc / (r["km_assim"] + doc)
+        decom = r["k_decom"] * enz * soc / (r["km_decom"] + soc)
+        c, p = th["cue_doc"], th["p_death_soc"]
+        death = r["k_death"] * mic
+        d_mic = in_mic + c * uptake - (r["k_death"] + r["k_enz_prod"]) * mic
+        d_enz = r["k_enz_prod"] * mic - r["k_enz_decay"] * enz
+        d_soc = in_soc + p * death - decom
+        d_doc = in_doc + (1.0 - p) * death + r["k_enz_decay"] * enz + decom - uptake
+        return jnp.concatenate([d_litter, jnp.stack([d_doc, d_mic, d_enz, d_soc])])
+
+    def respiration(self, u, forcing, state):
+        th = self._theta(u)
+        ops = self.linear_operators(u, forcing)
+        litter = state[:4]
+        flux = ops.system.k * litter
+        r = self._soil_rates(th, ops.xi[0])
+        f1, f2, f3 = flux[1], flux[2], flux[3]
+        # litter decomposed by microbes loses (1 - CUE)
+        resp_l1 = (1.0 - th["p_l1_doc"]) * (1.0 - th["cue_l1"]) * f1
+        resp_l2 = (1.0 - th["p_l2_doc"]) * (1.0 - th["cue_l2_l3"]) * f2
+        resp_l3 = (1.0 - th["p_l3_soc"]) * (1.0 - th["cue_l2_l3"]) * f3
+        doc, mic = state[_DOC], state[_MIC]
+        uptake = r["k_assim"] * mic * doc / (r["km_assim"] + doc)
+        resp_doc = (1.0 - th["cue_doc"]) * uptake
+        zero = jnp.zeros(N_LAYERS)
+        return jnp.stack([zero, resp_l1, resp_l2, resp_l3, resp_doc, zero, zero, zero])
+
+
+def _safe_div(num, den):
+    """num / den, or 0 with a False flag where den == 0 (PRODA's 0/0 = NaN case).
+
+    Negative quotients are kept (PRODA rejects them through its negativity rule);
+    the double ``where`` keeps value and gradient free of NaN.
+    """
+    nonzero = den != 0
+    q = num / jnp.where(nonzero, den, 1.0)
+    ok = nonzero & jnp.isfinite(q)
+    return jnp.where(ok, q, 0.0), ok
+
+
+__all__ = ["AbstractSoilModel", "CLM5", "COMPAS", "SteadyState", "LinearOperators", "BEDROCK_MODES", "DAYS_PER_YEAR"]

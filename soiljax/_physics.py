@@ -1,0 +1,187 @@
+"""Physics shared by CLM5 and COMPAS: environmental scalars, input allocation and
+vertical transport (MODELS.md sections 3.2, 3.5 and 3.6).
+
+All functions work on one site; batch them with ``jax.vmap``.  Rates are per
+day inside the matrices (365 days per year), as in PRODA.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._forcing import Forcing
+from ._grid import DZ, DZ_ALL, DZ_NODE_ALL, N_LAYERS, ZISOI_ALL, ZSOI, ZSOI_ALL, ZTOP
+
+DAYS_PER_YEAR = 365.0
+T_REF = 298.15  # K, reference temperature of the Q10 function
+MIN_DIFFUSIVITY = 1e-30  # m2 day-1, CLM5's floor for "no mixing"
+CRYO_MAX_DEPTH = 3.0  # m, depth at which cryoturbation has decayed to zero
+BIO_MIN_ALT = 2.0  # m, active layers deeper than this use bioturbation
+
+
+def temperature_scalar(q10, tsoi: Float[Array, "month layer"]) -> Float[Array, "month layer"]:
+    """xi_T = q10^((T - 298.15) / 10).
+
+    PRODA's frozen branch q10^-2.5 q10^((T - 273.15)/10) is the same function
+    (it uses one Q10 on both sides of freezing), so one expression serves both.
+    """
+    return jnp.exp(jnp.log(q10) * (tsoi - T_REF) / 10.0)
+
+
+def water_scalar(w_scaling, w_scalar: Float[Array, "month layer"]) -> Float[Array, "month layer"]:
+    """xi_W = min(W_SCALAR * w_scaling, 1)."""
+    return jnp.minimum(w_scalar * w_scaling, 1.0)
+
+
+def depth_scalar(efolding) -> Float[Array, " layer"]:
+    """xi_D = exp(-z / efolding) at the 20 layer nodes (0 for efolding <= 0).
+
+    The double ``where`` keeps the gradient finite at efolding = 0.
+    """
+    positive = efolding > 0
+    safe = jnp.where(positive, efolding, 1.0)
+    return jnp.where(positive, jnp.exp(-jnp.asarray(ZSOI) / safe), 0.0)
+
+
+def turnover_rate(tau):
+    """k = 1 / (365 tau) in day-1, with tau in years (tau <= 0 gives a huge rate)."""
+    return 1.0 / (DAYS_PER_YEAR * jnp.maximum(tau, 1e-30))
+
+
+def input_fraction(beta, forcing: Forcing) -> Float[Array, " layer"]:
+    """Fraction of the column input that goes to each layer (sums to 1).
+
+    Jackson et al. (1996) profile beta^(100 z) normalised over all 20 layers
+    when ALTMAX_LASTYEAR > 0 in every month, otherwise everything to layer 1
+    (PRODA's ``if altmax_lastyear_profile > 0`` on a 12-vector).
+    """
+    cum_top = jnp.exp(100.0 * jnp.asarray(ZTOP) * jnp.log(beta))
+    cum_bot = jnp.exp(100.0 * jnp.asarray(ZISOI_ALL[:N_LAYERS]) * jnp.log(beta))
+    prof = (cum_top - cum_bot) / DZ
+    weights = DZ * prof
+    f = weights / jnp.sum(weights)
+    thawed = jnp.all(forcing.altmax_lastyear > 0)
+    top_only = jnp.zeros(N_LAYERS).at[0].set(1.0)
+    return jnp.where(thawed, f, top_only)
+
+
+def litter_input(beta, forcing: Forcing) -> Float[Array, "4 layer"]:
+    """Input to CWD, L1, L2, L3 per layer in gC m-3 day-1 (u = B I)."""
+    f = input_fraction(beta, forcing)
+    annual = forcing.annual_input  # (4,) gC m-2 yr-1
+    return annual[:, None] * f[None, :] / (jnp.asarray(DZ)[None, :] * DAYS_PER_YEAR)
+
+
+# ---------------------------------------------------------------------------
+# vertical transport
+# ---------------------------------------------------------------------------
+
+_ZISOI21 = ZISOI_ALL[: N_LAYERS + 1]
+_ZSOI22 = ZSOI_ALL[: N_LAYERS + 2]
+_DZNODE22 = DZ_NODE_ALL[: N_LAYERS + 2]
+# weight of node j+1 in the harmonic mean at interface j+1/2, j = 1..20
+_W_INTERFACE = (_ZSOI22[1 : N_LAYERS + 1] - _ZISOI21[:N_LAYERS]) / _DZNODE22[1 : N_LAYERS + 1]
+
+
+def _node_diffusivity(bio, cryo, alt, nbedrock) -> Float[Array, " node21"]:
+    """Node diffusivities D_1..D_21 (m2 day-1) for one month."""
+    j = jnp.arange(1, N_LAYERS + 2)
+    zisoi = jnp.asarray(_ZISOI21)
+    in_soil = j <= nbedrock + 1
+    # cryoturbation: constant above the active-layer depth, then a linear decay
+    # to zero at min(3 m, bottom of the layer below bedrock).
+    z_bed = jnp.asarray(ZISOI_ALL)[jnp.clip(nbedrock, 1, N_LAYERS)]  # zisoi_{nb+1}
+    span = jnp.minimum(CRYO_MAX_DEPTH, z_bed) - alt
+    safe_span = jnp.where(span > 0, span, 1.0)
+    decayed = jnp.where(span > 0, jnp.maximum(cryo * (1.0 - (zisoi - alt) / safe_span), 0.0), 0.0)
+    d_cryo = jnp.where(zisoi < alt, cryo, decayed)
+    is_cryo = (alt > 0) & (alt <= BIO_MIN_ALT)
+    is_bio = alt > BIO_MIN_ALT
+    d = jnp.where(in_soil & is_cryo, d_cryo, jnp.where(in_soil & is_bio, bio, 0.0))
+    return jnp.maximum(d, MIN_DIFFUSIVITY)
+
+
+def _patankar(pe):
+    """Patankar's power-law weighting A(|Pe|) = max(0, (1 - 0.1 |Pe|)^5)."""
+    return jnp.maximum(0.0, (1.0 - 0.1 * jnp.abs(pe)) ** 5)
+
+
+def _monthly_transport(bio, cryo, alt, nbedrock, closed: bool):
+    """Tridiagonal transport operator V of one month as (lower, diag, upper).
+
+    ``lower[j]`` multiplies x[j-1] in row j, ``upper[j]`` multiplies x[j+1].
+    Follows CLM5's finite-volume scheme (Patankar 1980) as PRODA codes it:
+    advection is zero, but like CLM5 every coefficient below 1e-30 (diffusivity
+    or advective velocity) is raised to 1e-30, which gives a 1e-30 m day-1
+    downward advection and a Peclet weighting that only matters where there
+    is no mixing (it sets the round-off-level carbon of frozen layers).
+    """
+    D = _node_diffusivity(bio, cryo, alt, nbedrock)  # (21,)
+    w = jnp.asarray(_W_INTERFACE)
+    d_interface = 1.0 / ((1.0 - w) / D[:-1] + w / D[1:])  # D_{j+1/2}, j = 1..20
+    dznode = jnp.asarray(_DZNODE22)
+    d_up = d_interface / dznode[1 : N_LAYERS + 1]  # j = 1..20
+    d_dn = jnp.concatenate([jnp.zeros(1), d_interface[:-1] / dznode[1:N_LAYERS]])
+    j = jnp.arange(1, N_LAYERS + 1)
+    adv = jnp.full(N_LAYERS, MIN_DIFFUSIVITY)  # floored advective velocity (m day-1)
+    f_dn = adv
+    f_up = adv
+    if not closed:
+        # PRODA: rows at or below the layer under bedrock reuse the downward
+        # conductance upwards and drop advection there (this leaks carbon
+        # through the bedrock interface).
+        below = (j >= nbedrock + 1) & (j > 1)
+        d_up = jnp.where(below, d_dn, d_up)
+        f_up = jnp.where(below, 0.0, f_up)
+    safe_dn = jnp.where(d_dn > 0, d_dn, 1.0)
+    pe_dn = jnp.where(j == 1, 0.0, f_dn / safe_dn)
+    pe_up = f_up / d_up
+    dz = jnp.asarray(DZ)
+    a = -(d_dn * _patankar(pe_dn) + jnp.maximum(f_dn, 0.0)) / dz
+    c = -(d_up * _patankar(pe_up) + jnp.maximum(-f_up, 0.0)) / dz
+    b = -a - c
+    # zero flux through the surface and through the base of layer 20
+    b = b.at[0].set(-c[0])
+    a = a.at[0].set(0.0)
+    b = b.at[-1].set(-a[-1])
+    c = c.at[-1].set(0.0)
+    return a, b, c
+
+
+def transport_operator(bio, cryo, forcing: Forcing, *, closed: bool):
+    """Month-mean vertical transport V (tridiagonal, day-1) for one site.
+
+    ``bio`` and ``cryo`` are diffusivities in m2 yr-1.  Returns the arrays
+    (lower, diag, upper), each of length 20, with V[j, j-1] = lower[j],
+    V[j, j] = diag[j], V[j, j+1] = upper[j].  The model subtracts V:
+    dX/dt = ... - V X.
+    """
+    alt = jnp.maximum(forcing.altmax, forcing.altmax_lastyear)
+    nb = forcing.nbedrock
+    bio_d = bio / DAYS_PER_YEAR
+    cryo_d = cryo / DAYS_PER_YEAR
+    monthly = jax.vmap(_monthly_transport, in_axes=(None, None, 0, 0, None))
+    a, b, c = monthly(bio_d, cryo_d, alt, nb, closed)
+    return a.mean(0), b.mean(0), c.mean(0)
+
+
+def transport_dense(lower, diag, upper) -> np.ndarray:
+    """Dense 20 x 20 V from its three diagonals (for tests and baselines)."""
+    return jnp.diag(diag) + jnp.diag(lower[1:], -1) + jnp.diag(upper[:-1], 1)
+
+
+__all__ = [
+    "DAYS_PER_YEAR",
+    "temperature_scalar",
+    "water_scalar",
+    "depth_scalar",
+    "turnover_rate",
+    "input_fraction",
+    "litter_input",
+    "transport_operator",
+    "transport_dense",
+    "DZ_ALL",
+]
