@@ -9,6 +9,11 @@ import os as _os
 if _os.environ.get("SOILJAX_ENABLE_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
+from ._batch import batched_steady_state as batched_steady_state
+from ._batch import site_mesh as site_mesh
+from ._diagnostics import COMPONENT_UNITS as COMPONENT_UNITS
+from ._diagnostics import soc_stock as soc_stock
+from ._diagnostics import system_components as system_components
 from ._forcing import FORCING_UNITS as FORCING_UNITS
 from ._forcing import FORCING_VARIABLES as FORCING_VARIABLES
 from ._forcing import Forcing as Forcing

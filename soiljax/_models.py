@@ -129,6 +129,20 @@ class AbstractSoilModel(eqx.Module):
     def respiration(self, u, forcing: Forcing, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
         """Heterotrophic respiration per pool and layer (gC m-3 day-1) at ``state``."""
 
+    @abc.abstractmethod
+    def decomposition(self, u, forcing: Forcing, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
+        """Carbon leaving each pool by decomposition or turnover (gC m-3 day-1), before
+        it is split between respiration and transfer to other pools."""
+
+    @abc.abstractmethod
+    def environmental_scalar(self, u, forcing: Forcing) -> Float[Array, " layer"]:
+        """xi_T xi_W xi_D per layer (the environmental modifier of paper eq. 13)."""
+
+    @abc.abstractmethod
+    def baseline_scalar(self, u, forcing: Forcing) -> Float[Array, "pool layer"]:
+        """The scalar that multiplies each pool's baseline rate (decomposition = baseline
+        rate x this scalar x stock); dividing it out gives baseline rates."""
+
     def observable(self, state: Float[Array, "*site pool layer"]) -> Float[Array, "*site layer"]:
         """SOC per layer that is compared with observations (gC m-3)."""
         return sum(state[..., p, :] for p in self.soc_pools)
@@ -224,6 +238,18 @@ class CLM5(AbstractSoilModel):
     def respiration(self, u, forcing, state):
         ops = self.linear_operators(u, forcing)
         return _linear_respiration(ops.system, state)
+
+    def decomposition(self, u, forcing, state):
+        ops = self.linear_operators(u, forcing)
+        return ops.system.k * state
+
+    def environmental_scalar(self, u, forcing):
+        th = self.space.as_dict(self.space.to_physical(self._check_u(u)))
+        xi_tw = temperature_scalar(th["q10"], forcing.tsoi) * water_scalar(th["w_scaling"], forcing.w_scalar)
+        return jnp.mean(xi_tw, axis=0) * depth_scalar(th["efolding"])
+
+    def baseline_scalar(self, u, forcing):
+        return self.linear_operators(u, forcing).xi
 
 
 def _linear_respiration(system: _linear.PoolSystem, state):
@@ -399,6 +425,28 @@ class COMPAS(AbstractSoilModel):
         resp_doc = (1.0 - th["cue_doc"]) * uptake
         zero = jnp.zeros(N_LAYERS)
         return jnp.stack([zero, resp_l1, resp_l2, resp_l3, resp_doc, zero, zero, zero])
+
+    def decomposition(self, u, forcing, state):
+        th = self._theta(u)
+        ops = self.linear_operators(u, forcing)
+        r = self._soil_rates(th, ops.xi[0])
+        doc, mic, enz, soc = state[_DOC], state[_MIC], state[_ENZ], state[_SOC]
+        uptake = r["k_assim"] * mic * doc / (r["km_assim"] + doc)
+        decom = r["k_decom"] * enz * soc / (r["km_decom"] + soc)
+        mic_turnover = (r["k_death"] + r["k_enz_prod"]) * mic
+        enz_turnover = r["k_enz_decay"] * enz
+        soil = jnp.stack([uptake, mic_turnover, enz_turnover, decom])
+        return jnp.concatenate([ops.system.k * state[:4], soil])
+
+    def environmental_scalar(self, u, forcing):
+        th = self._theta(u)
+        xi_t = jnp.mean(temperature_scalar(th["q10"], forcing.tsoi), axis=0)
+        xi_w = jnp.mean(water_scalar(th["w_scaling"], forcing.w_scalar), axis=0)
+        return xi_t * xi_w * jnp.exp(-jnp.asarray(ZSOI) / COMPAS_EFOLDING)
+
+    def baseline_scalar(self, u, forcing):
+        ops = self.linear_operators(u, forcing)
+        return jnp.concatenate([ops.xi, jnp.broadcast_to(ops.xi[0], (4, N_LAYERS))])
 
 
 def _safe_div(num, den):
