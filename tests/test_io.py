@@ -1,0 +1,311 @@
+"""netCDF forcing, parameter and result files: round trips and every bad-file case."""
+
+import jax
+import numpy as np
+import pytest
+import xarray as xr
+
+import soiljax as sj
+from soiljax import io
+from soiljax._demo import model_default_u
+from soiljax.synthetic import synthetic_sites
+
+N = 10
+BATCH = 10  # one compiled shape shared by the tests of this package
+
+
+@pytest.fixture(scope="module")
+def sites():
+    return synthetic_sites(N, seed=4)
+
+
+@pytest.fixture()
+def forcing_file(sites, tmp_path):
+    forcing, info = sites
+    return io.write_forcing(forcing, tmp_path / "forcing.nc", sites=info)
+
+
+def _same_forcing(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _rewrite(path, edit):
+    ds = xr.open_dataset(path).load()
+    ds = edit(ds)
+    out = path.with_name("edited.nc")
+    ds.to_netcdf(out)
+    return out
+
+
+# --- forcing ----------------------------------------------------------------
+
+
+def test_forcing_round_trip(sites, forcing_file):
+    forcing, info = sites
+    back, meta = io.read_forcing(forcing_file)
+    _same_forcing(forcing, back)
+    np.testing.assert_array_equal(meta["site"].values, info["site"].values)
+    np.testing.assert_allclose(meta["lat"].values, info["lat"].values)
+    np.testing.assert_array_equal(meta["zone"].values, info["zone"].values)
+    ds = xr.open_dataset(forcing_file)
+    for name, unit in sj.FORCING_UNITS.items():
+        assert ds[name].attrs["units"] == unit
+        assert ds[name].dims == ("site",) + sj.FORCING_VARIABLES[name]
+    assert ds.sizes == {"site": N, "month": 12, "layer": 20}
+
+
+def test_forcing_other_dim_order_is_transposed(sites, forcing_file):
+    path = _rewrite(forcing_file, lambda ds: ds.transpose("layer", "month", "site"))
+    back, _ = io.read_forcing(path)
+    _same_forcing(sites[0], back)
+
+
+def test_forcing_without_site_dim_is_one_site(sites, forcing_file):
+    path = _rewrite(forcing_file, lambda ds: ds.isel(site=3).drop_vars(["site", "lat", "lon", "zone", "base_climate"]))
+    back, meta = io.read_forcing(path)
+    assert back.batch_shape == (1,)
+    np.testing.assert_array_equal(np.asarray(back.tsoi[0]), np.asarray(sites[0].tsoi[3]))
+
+
+def test_units_spelled_differently_are_accepted(forcing_file):
+    def edit(ds):
+        ds["TSOI"].attrs["units"] = "kelvin"
+        ds["CWD_INPUT"].attrs["units"] = "g C/m^2/month"
+        ds["LITR1_INPUT"].attrs["units"] = "gC m-2 mon-1"
+        ds["W_SCALAR"].attrs["units"] = "unitless"
+        del ds["ALTMAX"].attrs["units"]  # no units attribute: taken as metres
+        return ds
+
+    io.read_forcing(_rewrite(forcing_file, edit))
+
+
+@pytest.mark.parametrize(
+    ("edit", "patterns"),
+    [
+        (lambda ds: ds.drop_vars("W_SCALAR"), ["edited.nc", "'W_SCALAR' is missing"]),
+        (lambda ds: ds.rename({"TSOI": "tsoi"}), ["'TSOI' is missing", "case sensitive"]),
+        (
+            lambda ds: ds.assign(TSOI=(ds.TSOI - 273.15).assign_attrs(units="degC")),
+            ["'TSOI'", "Celsius", "add 273.15"],
+        ),
+        (
+            lambda ds: ds.assign(CWD_INPUT=(ds.CWD_INPUT / (86400 * 30)).assign_attrs(units="gC m-2 s-1")),
+            ["'CWD_INPUT'", "per second", "86400"],
+        ),
+        (
+            lambda ds: ds.assign(LITR2_INPUT=(ds.LITR2_INPUT * 12).assign_attrs(units="gC m-2 yr-1")),
+            ["'LITR2_INPUT'", "per year"],
+        ),
+        (
+            lambda ds: ds.assign(LITR3_INPUT=(ds.LITR3_INPUT / 1000).assign_attrs(units="kgC m-2 month-1")),
+            ["'LITR3_INPUT'", "multiply by 1000"],
+        ),
+        (lambda ds: ds.assign(W_SCALAR=(ds.W_SCALAR * 100).assign_attrs(units="%")), ["'W_SCALAR'", "divide by 100"]),
+        (lambda ds: ds.assign(ALTMAX=ds.ALTMAX.assign_attrs(units="furlong")), ["'ALTMAX'", "metres"]),
+        (lambda ds: ds.assign(CWD_INPUT=ds.CWD_INPUT.assign_attrs(units="bananas")), ["'CWD_INPUT'", "cannot interpret"]),
+        (
+            lambda ds: ds.rename({"layer": "levsoi"}),
+            ["'TSOI' has dimensions", "levsoi", "rename the CLM level dimension"],
+        ),
+        (
+            lambda ds: xr.concat(
+                [ds, ds.isel(layer=slice(0, 5)).assign_coords(layer=np.arange(21, 26))],
+                "layer",
+                data_vars="minimal",
+                coords="minimal",
+                compat="override",
+            ),
+            ["'TSOI' has 25 entries along 'layer'", "first 20"],
+        ),
+        (lambda ds: ds.isel(month=slice(0, 11)), ["has 11 entries along 'month'", "expected 12"]),
+    ],
+)
+def test_bad_forcing_files(forcing_file, edit, patterns):
+    path = _rewrite(forcing_file, edit)
+    with pytest.raises(io.ForcingFileError) as err:
+        io.read_forcing(path)
+    for p in patterns:
+        assert p in str(err.value), str(err.value)
+
+
+def test_nan_names_file_variable_and_site(sites, forcing_file):
+    label = str(sites[1]["site"].values[6])
+
+    def edit(ds):
+        tsoi = ds.TSOI.values.copy()
+        tsoi[6, 2, 4] = np.nan
+        return ds.assign(TSOI=(ds.TSOI.dims, tsoi, ds.TSOI.attrs))
+
+    with pytest.raises(sj.ForcingError) as err:  # also a ForcingError
+        io.read_forcing(_rewrite(forcing_file, edit))
+    msg = str(err.value)
+    assert "edited.nc" in msg and "TSOI" in msg and label in msg and "NaN" in msg
+
+
+def test_out_of_range_values_name_the_site(sites, forcing_file):
+    label = str(sites[1]["site"].values[2])
+
+    def edit(ds):
+        nb = ds.nbedrock.values.copy()
+        nb[2] = 25
+        return ds.assign(nbedrock=(ds.nbedrock.dims, nb, ds.nbedrock.attrs))
+
+    with pytest.raises(io.ForcingFileError, match=f"{label}.*nbedrock.*1..20"):
+        io.read_forcing(_rewrite(forcing_file, edit))
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(io.ForcingFileError, match="does not exist; check the path"):
+        io.read_forcing(tmp_path / "nowhere.nc")
+    junk = tmp_path / "junk.nc"
+    junk.write_text("this is not netCDF")
+    with pytest.raises(io.ForcingFileError, match="could not be read as netCDF"):
+        io.read_forcing(junk)
+    with pytest.raises(io.ParamsFileError, match="is a directory"):
+        io.read_params(tmp_path, "clm5")
+
+
+# --- parameters ----------------------------------------------------------------
+
+
+def test_params_round_trip_and_reorder(tmp_path):
+    rng = np.random.default_rng(0)
+    u = rng.uniform(size=(4, sj.COMPAS_SPACE.size))
+    path = io.write_params(u, sj.COMPAS(), tmp_path / "p.nc")
+    np.testing.assert_array_equal(io.read_params(path, sj.COMPAS()), u)
+    # a file with the parameters in another order is reordered by name
+    ds = xr.open_dataset(path).load()
+    perm = rng.permutation(sj.COMPAS_SPACE.size)
+    ds.isel(param=perm).to_netcdf(tmp_path / "shuffled.nc")
+    np.testing.assert_array_equal(io.read_params(tmp_path / "shuffled.nc", "compas"), u)
+    # physical values are stored for readers
+    np.testing.assert_allclose(ds["theta"].values, np.asarray(sj.COMPAS_SPACE.to_physical(u)))
+    # one vector -> one site
+    one = io.read_params(io.write_params(u[0], "compas", tmp_path / "one.nc"), sj.COMPAS())
+    assert one.shape == (1, sj.COMPAS_SPACE.size)
+
+
+def _params_file(tmp_path, edit):
+    u = np.full((3, sj.CLM5_SPACE.size), 0.5)
+    ds = io.params_dataset(u, "clm5")
+    ds = edit(ds)
+    path = tmp_path / "bad_params.nc"
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "patterns"),
+    [
+        (lambda ds: ds.assign_coords(param=[*ds.param.values[:-1], "gamma"]), ["unknown parameter(s) gamma", "missing parameter(s) beta"]),
+        (lambda ds: ds.isel(param=slice(0, 20)), ["missing parameter(s) beta", "needs exactly"]),
+        (lambda ds: ds.assign(u=ds.u.where(ds.param != "q10", 1.7)), ["'q10'", "1.7", "outside [0, 1]", "3 value(s)"]),
+        (lambda ds: ds.assign(u=ds.u.where(ds.param != "bio", np.nan)), ["'bio'", "finite"]),
+        (lambda ds: ds.drop_vars(["u"]), ["variable 'u' is missing"]),
+        (lambda ds: ds.assign_coords(param=[*ds.param.values[:-1], "bio"]), ["bio appear more than once"]),
+    ],
+)
+def test_bad_params_files(tmp_path, edit, patterns):
+    path = _params_file(tmp_path, edit)
+    with pytest.raises(io.ParamsFileError) as err:
+        io.read_params(path, sj.CLM5())
+    msg = str(err.value)
+    assert "bad_params.nc" in msg
+    for p in patterns:
+        assert p in msg, msg
+
+
+def test_params_of_the_other_model(tmp_path):
+    path = io.write_params(np.full(sj.COMPAS_SPACE.size, 0.5), "compas", tmp_path / "p.nc")
+    with pytest.raises(io.ParamsFileError, match="holds COMPAS parameters"):
+        io.read_params(path, sj.CLM5())
+
+
+def test_params_outside_prior_allowed_on_request(tmp_path):
+    u = np.asarray(sj.CLM5().default_u())  # efolding = 10 m lies outside the prior (u = 10)
+    path = io.write_params(u, "clm5", tmp_path / "p.nc")
+    with pytest.raises(io.ParamsFileError, match="'efolding'.*outside"):
+        io.read_params(path, "clm5")
+    np.testing.assert_allclose(io.read_params(path, "clm5", check_bounds=False)[0], u)
+
+
+# --- results ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clm5_direct(sites):
+    forcing, _ = sites
+    model = sj.CLM5()
+    u = model_default_u(model)
+    steady = sj.batched_steady_state(model, u, forcing)
+    comps = sj.system_components(model, np.broadcast_to(u, (N, model.n_params)), forcing, steady)
+    return model, u, steady, comps
+
+
+def test_results_file_matches_the_library(sites, clm5_direct, tmp_path):
+    forcing, info = sites
+    model, u, steady, comps = clm5_direct
+    out = tmp_path / "r.nc"
+    io.simulate_to_file(model, u, forcing, out, sites=info, batch_size=BATCH)
+    ds = io.read_results(out)
+    assert not io.parts_dir(out).exists()
+    assert ds.sizes == {"site": N, "pool": 7, "layer": 20, "param": 21}
+    assert list(ds["pool"].values) == list(model.pool_names)
+    np.testing.assert_allclose(ds["z"].values, sj.ZSOI)
+    np.testing.assert_allclose(ds["state"].values, np.asarray(steady.state), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(ds["soc"].values, np.asarray(steady.soc), rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(ds["valid"].values, np.asarray(steady.valid))
+    for depth, name in ((0.3, "soc_stock_0_30"), (1.0, "soc_stock_0_100"), (2.0, "soc_stock_0_200")):
+        np.testing.assert_allclose(ds[name].values, np.asarray(sj.soc_stock(steady.soc, depth)), rtol=1e-12)
+        assert ds[name].attrs["units"] == "kgC m-2"
+    for key, unit in sj.COMPONENT_UNITS.items():
+        np.testing.assert_allclose(ds[key].values, np.asarray(comps[key]), rtol=1e-10)
+        assert ds[key].attrs["units"] == unit
+    for name in ds.data_vars:
+        assert "units" in ds[name].attrs, name
+    assert ds.attrs["model"] == "CLM5" and ds.attrs["bedrock"] == "proda"
+    assert ds.attrs["soiljax_version"] == sj.__version__
+    np.testing.assert_array_equal(ds["zone"].values, info["zone"].values)
+    np.testing.assert_array_equal(ds["site"].values, info["site"].values)
+
+
+def test_incremental_write_resumes_after_a_failure(sites, clm5_direct, tmp_path, monkeypatch):
+    forcing, info = sites
+    model, u, steady, _ = clm5_direct
+    out = tmp_path / "r.nc"
+    import soiljax._batch as batch
+
+    real = batch.batched_steady_state
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("node lost")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "batched_steady_state", flaky)
+    with pytest.raises(RuntimeError, match="node lost"):
+        io.simulate_to_file(model, u, forcing, out, sites=info, batch_size=BATCH // 2)
+    assert not out.exists()
+    assert sorted(p.name for p in io.parts_dir(out).glob("part_*.nc")) == ["part_000000.nc"]
+    # a different run must not silently reuse these parts
+    with pytest.raises(io.FileFormatError, match="other inputs"):
+        io.simulate_to_file(model, model_default_u(model) * 0.99, forcing, out, batch_size=BATCH // 2)
+    calls.clear()
+    ds = io.simulate_to_file(model, u, forcing, out, sites=info, batch_size=BATCH // 2)
+    assert len(calls) == 1  # only the missing batch was computed
+    np.testing.assert_allclose(ds["soc"].values, np.asarray(steady.soc), rtol=1e-12)
+    np.testing.assert_array_equal(io.read_results(out)["site"].values, info["site"].values)
+    assert not io.parts_dir(out).exists()
+
+
+def test_results_dataset_in_memory(sites, clm5_direct):
+    forcing, _ = sites
+    model, u, steady, comps = clm5_direct
+    ds = io.results_dataset(model, u, forcing, steady)
+    np.testing.assert_array_equal(ds["site"].values, np.arange(N))
+    np.testing.assert_allclose(ds["cte"].values, np.asarray(comps["cte"]), rtol=1e-10)
+    with pytest.raises(ValueError, match="shape"):
+        io.results_dataset(model, np.zeros(5), forcing, steady)
