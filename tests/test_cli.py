@@ -1,0 +1,138 @@
+"""The command line, run in-process (plus one check of the installed entry point)."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import soiljax as sj
+from soiljax import io
+from soiljax._demo import model_default_u
+from soiljax.cli import main
+from soiljax.synthetic import synthetic_sites
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def forcing_file(tmp_path_factory):
+    forcing, info = synthetic_sites(N, seed=4)
+    path = tmp_path_factory.mktemp("cli") / "forcing.nc"
+    io.write_forcing(forcing, path, sites=info)
+    return path
+
+
+def test_simulate_round_trip_matches_library(forcing_file, tmp_path, capsys):
+    out = tmp_path / "compas.nc"
+    rc = main(["simulate", "--model", "compas", "--forcing", str(forcing_file), "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    ds = io.read_results(out)
+    forcing, _ = io.read_forcing(forcing_file)
+    model = sj.COMPAS()
+    steady = sj.batched_steady_state(model, model_default_u(model), forcing)
+    np.testing.assert_allclose(ds["state"].values, np.asarray(steady.state), rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(ds["valid"].values, np.asarray(steady.valid))
+    np.testing.assert_allclose(ds["u"].values[0], model_default_u(model))
+    assert ds.attrs["model"] == "COMPAS" and ds.attrs["parameters"] == "model defaults"
+
+
+def test_simulate_with_params_file(forcing_file, tmp_path):
+    rng = np.random.default_rng(1)
+    u = rng.uniform(0.2, 0.8, size=(N, sj.CLM5_SPACE.size))
+    params = io.write_params(u, "clm5", tmp_path / "p.nc")
+    out = tmp_path / "clm5.nc"
+    argv = ["simulate", "--model", "clm5", "--forcing", str(forcing_file), "--params", str(params)]
+    assert main(argv + ["--bedrock", "closed", "--out", str(out)]) == 0
+    ds = io.read_results(out)
+    forcing, _ = io.read_forcing(forcing_file)
+    steady = sj.batched_steady_state(sj.CLM5(bedrock="closed"), u, forcing)
+    np.testing.assert_allclose(ds["soc"].values, np.asarray(steady.soc), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(ds["u"].values, u)
+    assert ds.attrs["bedrock"] == "closed"
+    # one parameter set broadcasts to every site
+    one = io.write_params(u[3], "clm5", tmp_path / "one.nc")
+    out1 = tmp_path / "one_out.nc"
+    assert main(["simulate", "--model", "clm5", "--forcing", str(forcing_file), "--params", str(one), "--out", str(out1)]) == 0
+    np.testing.assert_allclose(io.read_results(out1)["u"].values, np.broadcast_to(u[3], (N, u.shape[1])))
+
+
+def _error(argv, capsys) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_user_errors_exit_2_with_one_line(forcing_file, tmp_path, capsys):
+    out = str(tmp_path / "o.nc")
+    err = _error(["simulate", "--model", "clm5", "--forcing", str(tmp_path / "missing.nc"), "--out", out], capsys)
+    assert "missing.nc" in err and "does not exist" in err
+
+    ds = xr.open_dataset(forcing_file).load()
+    ds["CWD_INPUT"].attrs["units"] = "gC m-2 s-1"
+    bad = tmp_path / "bad_units.nc"
+    ds.to_netcdf(bad)
+    err = _error(["simulate", "--model", "clm5", "--forcing", str(bad), "--out", out], capsys)
+    assert "bad_units.nc" in err and "CWD_INPUT" in err and "per second" in err
+
+    bad = tmp_path / "no_var.nc"
+    ds.drop_vars("FPI_vr").to_netcdf(bad)
+    err = _error(["simulate", "--model", "compas", "--forcing", str(bad), "--out", out], capsys)
+    assert "'FPI_vr' is missing" in err
+
+    params = io.write_params(np.full((3, sj.CLM5_SPACE.size), 0.5), "clm5", tmp_path / "p3.nc")
+    err = _error(["simulate", "--model", "clm5", "--forcing", str(forcing_file), "--params", str(params), "--out", out], capsys)
+    assert "3 sites" in err and f"{N}" in err
+
+    err = _error(["simulate", "--model", "compas", "--forcing", str(forcing_file), "--params", str(params), "--out", out], capsys)
+    assert "for COMPAS" in err
+
+    assert not (tmp_path / "o.nc").exists()
+
+
+def test_bad_options_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--model", "century", "--forcing", "f.nc", "--out", "o.nc"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+def test_synthetic_command(tmp_path):
+    out = tmp_path / "syn.nc"
+    assert main(["synthetic", "--n-sites", "7", "--seed", "3", "--zones", "boreal", "arid", "--out", str(out)]) == 0
+    forcing, meta = io.read_forcing(out)
+    assert forcing.batch_shape == (7,)
+    assert set(meta["zone"].values) == {"boreal", "arid"}
+
+
+def test_demo_writes_its_files(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n-sites", str(N), "--seed", "4"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"forcing.nc", "clm5.nc", "compas.nc", "profiles.png", "soc_stock_latitude.png", "components_scatter.png"} <= names
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    text = capsys.readouterr().out
+    assert "CLM5" in text and "COMPAS" in text and "valid" in text and "median SOC stock" in text
+    clm5 = io.read_results(out / "clm5.nc")
+    assert clm5.sizes["site"] == N and "zone" in clm5.coords
+
+
+@pytest.mark.skipif(shutil.which("soiljax") is None, reason="entry point not installed (pip install -e .)")
+def test_installed_entry_point(forcing_file, tmp_path):
+    res = subprocess.run(["soiljax", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "simulate" in res.stdout and "demo" in res.stdout
+    res = subprocess.run(
+        ["soiljax", "simulate", "--model", "clm5", "--forcing", str(tmp_path / "nope.nc"), "--out", str(tmp_path / "o.nc")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert "does not exist" in res.stderr and "Traceback" not in res.stderr
