@@ -136,3 +136,27 @@ def test_installed_entry_point(forcing_file, tmp_path):
     )
     assert res.returncode == 2
     assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ude_subcommand_is_dispatched(monkeypatch, capsys):
+    import sys
+    import types
+
+    import soiljax.ude
+
+    fake = types.ModuleType("soiljax.ude.cli")
+
+    def add_parser(subparsers):
+        p = subparsers.add_parser("ude", help="universal differential equation")
+        p.add_argument("--epochs", type=int, default=1)
+        return p
+
+    def run(args):
+        print(f"ude ran with {args.epochs} epochs")
+        return 0
+
+    fake.add_parser, fake.run = add_parser, run
+    monkeypatch.setitem(sys.modules, "soiljax.ude.cli", fake)
+    monkeypatch.setattr(soiljax.ude, "cli", fake, raising=False)
+    assert main(["ude", "--epochs", "3"]) == 0
+    assert "ude ran with 3 epochs" in capsys.readouterr().out
