@@ -29,6 +29,7 @@ below apply unchanged to CLM5 and to COMPAS, so the two can be compared:
     Annual plant carbon input to the litter pools.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -114,6 +115,11 @@ def system_components(model: AbstractSoilModel, u, forcing: Forcing, steady: Ste
         return _components_one(model, u, forcing, steady)
     if len(forcing.batch_shape) != 1:
         raise ValueError(f"system_components expects one site or a 1-D batch, got batch shape {forcing.batch_shape}")
-    u_axis = 0 if u.ndim == 2 else None
-    fn = jax.jit(jax.vmap(lambda uu, ff, ss: _components_one(model, uu, ff, ss), in_axes=(u_axis, 0, 0)))
-    return fn(u, forcing, steady)
+    if u.ndim == 1:
+        u = jnp.broadcast_to(u, forcing.batch_shape + u.shape)
+    return _components_batched(model, u, forcing, steady)
+
+
+@eqx.filter_jit
+def _components_batched(model, u, forcing, steady):
+    return jax.vmap(lambda uu, ff, ss: _components_one(model, uu, ff, ss))(u, forcing, steady)

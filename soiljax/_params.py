@@ -82,7 +82,10 @@ class ParamSpace:
         u = jnp.asarray(u)
         self._check_last_axis(u)
         lin = self.lo + u * (self.hi - self.lo)
-        return jnp.where(self.log10_mask, 10.0**lin, lin)
+        # double where: 10**lin of a linear parameter may overflow, and its
+        # infinite derivative would turn a zero cotangent into NaN
+        exponent = jnp.where(self.log10_mask, lin, 0.0)
+        return jnp.where(self.log10_mask, 10.0**exponent, lin)
 
     def to_u(self, theta):
         """Scaled values from physical values (inverse of :meth:`to_physical`)."""
@@ -215,5 +218,32 @@ COMPAS_SPACE = ParamSpace(
         Param("p_death_soc", 0.0, 1.0, "1", "fraction of necromass to SOC (rest to DOC)"),
         Param("beta", 0.5, 0.9999, "1", "shape of the input depth profile beta^(100 z)"),
     ),
+    # The paper's Supplementary Table 2: global means of the site-level
+    # posterior means, used by Tao et al. as COMPAS's default parameterisation.
+    defaults={
+        "bio": 2.6e-4,
+        "cryo": 8e-4,
+        "q10": 2.1,
+        "w_scaling": 2.9,
+        "tau_cwd": 3.5,
+        "tau_l1": 0.049,
+        "tau_l2_l3": 0.2,
+        "tau_assim": 0.015,
+        "tau_mic_death": 1.1,
+        "tau_enz_prod": 22.0,
+        "tau_enz_decay": 0.04,
+        "tau_decom": 1.62e-4,
+        "km_assim": 1.8e3,
+        "km_decom": 5.65e5,
+        "f_cwd_l2": 0.75,
+        "p_l1_doc": 0.05,
+        "p_l2_doc": 0.17,
+        "p_l3_soc": 0.78,
+        "cue_l1": 0.66,
+        "cue_l2_l3": 0.16,
+        "cue_doc": 0.27,
+        "p_death_soc": 0.47,
+        "beta": 0.72,
+    },
 )
 """COMPAS's 23 parameters in PRODA's order (MODELS.md section 4.1)."""
