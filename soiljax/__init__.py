@@ -29,6 +29,15 @@ from ._models import SteadyState as SteadyState
 from ._params import CLM5_SPACE as CLM5_SPACE
 from ._params import COMPAS_SPACE as COMPAS_SPACE
 from ._params import ParamSpace as ParamSpace
+from ._transient import transient as transient
+from ._transient import vector_field as vector_field
+from . import io as io
+from . import synthetic as synthetic
+from .io import read_forcing as read_forcing
+from .io import read_params as read_params
+from .io import write_forcing as write_forcing
+from .io import write_params as write_params
+from .synthetic import synthetic_sites as synthetic_sites
 
 try:
     from importlib.metadata import version as _version

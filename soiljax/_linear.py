@@ -86,11 +86,11 @@ class PoolSystem(eqx.Module):
 
     def norm1(self):
         """||N||_1, the largest absolute column sum."""
-        col = jnp.abs(self.k)
         tr = jnp.abs(jnp.asarray([float(t) for t in self.transported]))[:, None]
-        col = col + tr * jnp.abs(self.diag)[None, :]
+        col = [jnp.abs(self.k[p]) for p in range(self.n_pools)]
         for (r, d), f in self.transfers.items():
-            col = col.at[d].add(jnp.abs(f * self.k[d]))
+            col[d] = col[d] + jnp.abs(f * self.k[d])
+        col = jnp.stack(col) + tr * jnp.abs(self.diag)[None, :]
         # off-diagonal transport entries in column j: V[j-1, j] and V[j+1, j]
         offdiag = jnp.abs(jnp.concatenate([self.upper[:-1], jnp.zeros(1)]))
         offdiag = jnp.roll(offdiag, 1) + jnp.abs(jnp.concatenate([self.lower[1:], jnp.zeros(1)]))
@@ -99,10 +99,12 @@ class PoolSystem(eqx.Module):
 
 
 def _tri_matvec(lower, diag, upper, x):
-    y = diag * x
-    y = y.at[1:].add(lower[1:] * x[:-1])
-    y = y.at[:-1].add(upper[:-1] * x[1:])
-    return y
+    # shifts by concatenation rather than ``.at[].add``: scatters (and their
+    # transposes) are slow under vmap on CPU, and this sits on the gradient path
+    zero = jnp.zeros_like(x[:1])
+    from_above = jnp.concatenate([zero, lower[1:] * x[:-1]])
+    from_below = jnp.concatenate([upper[:-1] * x[1:], zero])
+    return diag * x + from_above + from_below
 
 
 # ---------------------------------------------------------------------------

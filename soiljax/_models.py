@@ -254,10 +254,10 @@ class CLM5(AbstractSoilModel):
 
 def _linear_respiration(system: _linear.PoolSystem, state):
     """Respired flux per donor pool: (1 - sum of its transfer fractions) k x."""
-    passed = jnp.zeros_like(system.k)
+    passed = [jnp.zeros(system.n_layers) for _ in range(system.n_pools)]
     for (_r, d), f in system.transfers.items():
-        passed = passed.at[d].add(f)
-    return (1.0 - passed) * system.k * state
+        passed[d] = passed[d] + f
+    return (1.0 - jnp.stack(passed)) * system.k * state
 
 
 def _solve_checked(system: _linear.PoolSystem, rhs):

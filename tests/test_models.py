@@ -204,3 +204,16 @@ def test_parameter_space_transforms():
         space.index("foo")
     with pytest.raises(ValueError, match="expects 23 parameters"):
         space.to_physical(jnp.ones(21))
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_transport_basis_equals_monthly_formulas(reference, ref_forcing, closed):
+    """V = bio V_bio + cryo V_cryo + V_floor reproduces the month-by-month formulas."""
+    from soiljax._physics import transport_operator, transport_operator_direct
+
+    for s in range(48):
+        th = soiljax.CLM5_SPACE.as_dict(soiljax.CLM5_SPACE.to_physical(reference["u_clm5"][s, 1]))
+        fast = transport_operator(th["bio"], th["cryo"], ref_forcing.site(s), closed=closed)
+        direct = transport_operator_direct(th["bio"], th["cryo"], ref_forcing.site(s), closed=closed)
+        for x, y in zip(fast, direct):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=0)
