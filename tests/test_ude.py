@@ -298,8 +298,7 @@ def test_initial_state_estimated_when_unknown(short_problem):
                                np.asarray(data.c_obs[0]))
 
 
-@pytest.mark.parametrize("family,ar1", [("normal", False), ("student_t", True),
-                                        ("lognormal", False)])
+@pytest.mark.parametrize("family,ar1", [("student_t", True), ("lognormal", False)])
 def test_noise_aware_loss_finite_with_gradients(short_problem, family, ar1):
     _, problem = short_problem
     est = initial_estimate(jax.random.key(0), problem, 8, 8)
