@@ -71,13 +71,15 @@ def bench_torch(problem, est, weights, repeats):
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(1)
     reactions = est.model.reactions
-    act = torch.nn.functional.gelu
+
+    def act(x):  # jax.nn.gelu defaults to the tanh approximation
+        return torch.nn.functional.gelu(x, approximate="tanh")
 
     def to_torch(layer):
         lin = torch.nn.Linear(layer.in_features, layer.out_features)
         with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(np.asarray(layer.weight)))
-            lin.bias.copy_(torch.from_numpy(np.asarray(layer.bias)))
+            lin.weight.copy_(torch.from_numpy(np.array(layer.weight)))
+            lin.bias.copy_(torch.from_numpy(np.array(layer.bias)))
         return lin
 
     class Net(torch.nn.Module):
@@ -93,7 +95,7 @@ def bench_torch(problem, est, weights, repeats):
 
     centre = torch.tensor(INPUT_CENTRE)
     spread = torch.tensor(INPUT_SCALE)
-    z = torch.from_numpy(np.asarray(problem.drivers.z))
+    z = torch.from_numpy(np.array(problem.drivers.z))
     dz = float(z[1] - z[0])
     d_coef, v_coef = (float(x) for x in est.model.coefficients)
 
@@ -116,10 +118,10 @@ def bench_torch(problem, est, weights, repeats):
             return d_coef * c_zz - v_coef * c_z + self.p(x) - self.r(x)
 
     model = UDE()
-    ts = torch.from_numpy(np.asarray(problem.ts))
-    obs = torch.from_numpy(np.asarray(problem.c_obs))
-    c0 = torch.from_numpy(np.asarray(problem.c0))
-    mask = torch.from_numpy(np.asarray(problem.data_mask)).clone()
+    ts = torch.from_numpy(np.array(problem.ts))
+    obs = torch.from_numpy(np.array(problem.c_obs))
+    c0 = torch.from_numpy(np.array(problem.c0))
+    mask = torch.from_numpy(np.array(problem.data_mask)).clone()
     mask[-1] = 0.0
     params = [p for p in model.parameters()]
     n_par = sum(p.numel() for p in params)
@@ -141,7 +143,7 @@ def bench_torch(problem, est, weights, repeats):
             model.zero_grad()
             loss = loss_fn(odeint)
             loss.backward()
-            return float(loss)
+            return float(loss.detach())
 
         loss = step()
         model.nfe = 0

@@ -169,6 +169,13 @@ def run_case(
     noise_info = None
     if noise_aware:
         use_ar1 = (cfg.rho_soc > 0) if ar1 is None else ar1
+        if est.log_c0 is not None:
+            # The plain fit copies the noisy t = 0 profile, including values near or
+            # below zero that the noise can produce; under a multiplicative likelihood
+            # such a node is a huge outlier that Adam takes thousands of steps to move.
+            # Restart the initial state from a depth-smoothed observation instead.
+            est = eqx.tree_at(lambda e: e.log_c0, est,
+                              jnp.log(_smoothed_profile(problem.c_obs[0])))
         nest = NoisyEstimate(est, NoiseModel(noise_family, use_ar1,
                                              sigma=max(cfg.eta, 0.01)))
         objective = eqx.Partial(noise_aware_loss, problem=problem, weights=cfg.weights,
@@ -247,6 +254,17 @@ def run_case(
         f"{metrics['r2_noisy']:.6f}; MSE clean {metrics['mse_clean']:.3e} "
         f"({metrics['wall_time_s']:.0f} s) -> {out}")
     return metrics
+
+
+def _smoothed_profile(c, width: int = 5):
+    """A positive, depth-smoothed copy of a noisy profile (a starting point only)."""
+    c = np.asarray(c)
+    floor = 0.02 * float(np.max(c))
+    pad = width // 2
+    padded = np.pad(np.maximum(c, floor), pad, mode="edge")
+    weights = np.bartlett(width + 2)[1:-1]
+    smooth = np.convolve(padded, weights / weights.sum(), mode="valid")
+    return jnp.asarray(smooth)
 
 
 def _write_profiles(path, data, ys, k, lower, upper):
