@@ -29,6 +29,7 @@ equally, plus the same weight decay.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -342,6 +343,18 @@ def _lbfgs_step(params, static, opt_state, objective, optimizer):
     return optax.apply_updates(params, updates), opt_state, value
 
 
+@functools.lru_cache(maxsize=None)
+def _adam(lr: float):
+    # One optimizer object per learning rate: the jitted steps take the optimizer as a
+    # static argument, and a fresh optax.adam(...) (new closures) would recompile them.
+    return optax.adam(lr)
+
+
+@functools.lru_cache(maxsize=None)
+def _lbfgs():
+    return optax.lbfgs()
+
+
 @dataclasses.dataclass
 class TrainResult:
     """A trained pytree, the loss history and the best loss reached."""
@@ -388,7 +401,7 @@ def train(
             best = (val, p)
         return val
 
-    adam = optax.adam(lr)
+    adam = _adam(float(lr))
     state = adam.init(params)
     bar = tqdm(total=adam_iters + bfgs_iters, desc=desc, disable=not progress, leave=False)
     for _ in range(adam_iters):
@@ -402,7 +415,7 @@ def train(
         params = best[1]
         # restart the bookkeeping on the fine objective (its values differ slightly)
         best = (float(eqx.filter_jit(fine)(eqx.combine(params, static))), params)
-        lbfgs = optax.lbfgs()
+        lbfgs = _lbfgs()
         state = lbfgs.init(params)
         since_best = 0
         for _ in range(bfgs_iters):
