@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+_UNROLL = 1
 EPS = float(jnp.finfo(jnp.float64).eps)
 
 
@@ -190,7 +191,7 @@ def _factor_group(system: PoolSystem, group: tuple[int, ...]) -> _GroupFactor:
         return ginv, ginv
 
     init = tuple(tuple(jnp.zeros(()) for _ in range(g)) for _ in range(g))
-    _, ginv = jax.lax.scan(step, init, (blocks_t, prod))
+    _, ginv = jax.lax.scan(step, init, (blocks_t, prod), unroll=_UNROLL)
     return _GroupFactor(ginv=ginv, lower=lower, upper=upper, transported=True)
 
 
@@ -212,7 +213,7 @@ def _solve_group(fac: _GroupFactor, rhs):
         return w, w
 
     init = tuple(jnp.zeros(()) for _ in range(g))
-    _, w = jax.lax.scan(fwd, init, (ginv, rhs, fac.lower))
+    _, w = jax.lax.scan(fwd, init, (ginv, rhs, fac.lower), unroll=_UNROLL)
 
     # backward: x_j = w_j - upper_j G_j^{-1} x_{j+1}
     def bwd(x_next, xs):
@@ -221,7 +222,7 @@ def _solve_group(fac: _GroupFactor, rhs):
         x = tuple(w_j[i] - u_j * t[i] for i in range(g))
         return x, x
 
-    _, x = jax.lax.scan(bwd, init, (ginv, w, fac.upper), reverse=True)
+    _, x = jax.lax.scan(bwd, init, (ginv, w, fac.upper), reverse=True, unroll=_UNROLL)
     return x
 
 
@@ -245,7 +246,7 @@ def _solve_group_transpose(fac: _GroupFactor, rhs):
         return v, v
 
     init = tuple(jnp.zeros(()) for _ in range(g))
-    _, v = jax.lax.scan(fwd, init, (ginv_t, rhs, upper_prev))
+    _, v = jax.lax.scan(fwd, init, (ginv_t, rhs, upper_prev), unroll=_UNROLL)
 
     def bwd(z_next, xs):
         gt_j, v_j, lo_j = xs
@@ -253,7 +254,7 @@ def _solve_group_transpose(fac: _GroupFactor, rhs):
         z = tuple(v_j[i] - lo_j * t[i] for i in range(g))
         return z, z
 
-    _, z = jax.lax.scan(bwd, init, (ginv_t, v, lower_next), reverse=True)
+    _, z = jax.lax.scan(bwd, init, (ginv_t, v, lower_next), reverse=True, unroll=_UNROLL)
     return z
 
 
@@ -277,6 +278,11 @@ def solve_factored(fac: Factorisation, rhs: Float[Array, "pool layer"]) -> Float
 
 def solve_transpose_factored(fac: Factorisation, rhs: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
     """z with N^T z = rhs, eliminating the groups against the flow."""
+    return jnp.stack(_solve_transpose_pools(fac, rhs))
+
+
+def _solve_transpose_pools(fac: Factorisation, rhs) -> list:
+    """As :func:`solve_transpose_factored`, returning one (layer,) array per pool."""
     system = fac.system
     z = [None] * system.n_pools
     for group, gfac in reversed(list(zip(system.groups, fac.factors))):
@@ -291,7 +297,7 @@ def solve_transpose_factored(fac: Factorisation, rhs: Float[Array, "pool layer"]
         sol = _solve_group_transpose(gfac, tuple(r))
         for p, s in zip(group, sol):
             z[p] = s
-    return jnp.stack(z)
+    return z
 
 
 def rcond(fac: Factorisation):
@@ -302,10 +308,18 @@ def rcond(fac: Factorisation):
     """
     system = fac.system
     ones = jnp.ones((system.n_pools, system.n_layers))
-    y = solve_transpose_factored(fac, ones)
-    ok = jnp.all(jnp.isfinite(y)) & jnp.all(y > 0)
-    inv_norm = jnp.max(jnp.where(ok, y, 0.0))
-    r = 1.0 / (system.norm1() * jnp.where(ok, inv_norm, 1.0))
+    # Reduce pool by pool, before stacking: a reduction over the stacked
+    # (pool, layer) array made XLA's CPU backend relayout the scan outputs,
+    # which tripled the cost of a gradient that included this flag.
+    ys = _solve_transpose_pools(fac, ones)
+    y_max = ys[0].max()
+    y_min = ys[0].min()
+    for y in ys[1:]:
+        y_max = jnp.maximum(y_max, y.max())
+        y_min = jnp.minimum(y_min, y.min())
+    # NaN fails both comparisons; inf fails the second
+    ok = (y_min > 0) & (y_max < jnp.inf)
+    r = 1.0 / (system.norm1() * jnp.where(ok, y_max, 1.0))
     return jnp.where(ok & jnp.isfinite(r), r, 0.0)
 
 

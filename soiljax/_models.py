@@ -22,6 +22,7 @@ from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
 from ._physics import (
     DAYS_PER_YEAR,
     depth_scalar,
+    environment_means,
     litter_input,
     temperature_scalar,
     transport_operator,
@@ -178,12 +179,13 @@ class CLM5(AbstractSoilModel):
     def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
         u = self._check_u(u)
         th = self.space.as_dict(self.space.to_physical(u))
-        xi_t = temperature_scalar(th["q10"], forcing.tsoi)
-        xi_w = water_scalar(th["w_scaling"], forcing.w_scalar)
-        env = xi_t * xi_w * forcing.o_scalar  # (month, layer)
+        f = forcing
+        env_soil, env_litter = environment_means(th["q10"], th["w_scaling"], f.tsoi, f.w_scalar, f.o_scalar, f.fpi_vr)
         xi_d = depth_scalar(th["efolding"])
-        xi_soil = jnp.mean(env, axis=0) * xi_d  # CWD and soil pools
-        xi_litter = jnp.mean(env * forcing.fpi_vr, axis=0) * xi_d  # L1-L3 (nitrogen scalar)
+        # K is the mean over months of the monthly products (as PRODA): CWD and
+        # soil pools, and L1-L3 with the nitrogen scalar
+        xi_soil = env_soil * xi_d
+        xi_litter = env_litter * xi_d
         xi = jnp.stack([xi_soil, xi_litter, xi_litter, xi_litter, xi_soil, xi_soil, xi_soil])
         k_base = turnover_rate(
             jnp.stack(

@@ -38,6 +38,61 @@ def water_scalar(w_scaling, w_scalar: Float[Array, "month layer"]) -> Float[Arra
     return jnp.minimum(w_scalar * w_scaling, 1.0)
 
 
+@jax.custom_vjp
+def environment_means(q10, w_scaling, tsoi, w_scalar, o_scalar, fpi_vr):
+    """Month means of xi_T xi_W xi_O and of xi_T xi_W xi_O xi_N per layer (CLM5's K).
+
+    Same values as :func:`environment_means_autodiff`; the derivative is
+    written out by hand because JAX's automatic one broadcast and reduced
+    (month, layer) arrays in a pattern XLA's CPU backend ran unvectorised,
+    which made the gradient of a steady state 3-4x the cost of the steady
+    state.  Forcing cotangents are exact too (and dropped by XLA when unused).
+    """
+    return environment_means_autodiff(q10, w_scaling, tsoi, w_scalar, o_scalar, fpi_vr)
+
+
+def environment_means_autodiff(q10, w_scaling, tsoi, w_scalar, o_scalar, fpi_vr):
+    env = temperature_scalar(q10, tsoi) * water_scalar(w_scaling, w_scalar) * o_scalar
+    return jnp.mean(env, axis=0), jnp.mean(env * fpi_vr, axis=0)
+
+
+def _environment_means_fwd(q10, w_scaling, tsoi, w_scalar, o_scalar, fpi_vr):
+    xi_t = temperature_scalar(q10, tsoi)
+    w_raw = w_scalar * w_scaling
+    xi_w = jnp.minimum(w_raw, 1.0)
+    env = xi_t * xi_w * o_scalar
+    n = tsoi.shape[0]
+    means = (jnp.sum(env, axis=0) / n, jnp.sum(env * fpi_vr, axis=0) / n)
+    # d env / d q10 = env (T - Tref) / (10 q10);  d env / d w = xi_t o W where W w < 1
+    d_q10 = env * (tsoi - T_REF) / (10.0 * q10)
+    wet = w_raw < 1.0
+    d_w = jnp.where(wet, xi_t * o_scalar * w_scalar, 0.0)
+    parts = (
+        jnp.sum(d_q10, axis=0) / n,
+        jnp.sum(d_q10 * fpi_vr, axis=0) / n,
+        jnp.sum(d_w, axis=0) / n,
+        jnp.sum(d_w * fpi_vr, axis=0) / n,
+    )
+    return means, (parts, q10, w_scaling, xi_t, xi_w, wet, env, o_scalar, fpi_vr)
+
+
+def _environment_means_bwd(res, cot):
+    (dq_s, dq_l, dw_s, dw_l), q10, w_scaling, xi_t, xi_w, wet, env, o_scalar, fpi_vr = res
+    c_s, c_l = cot
+    q10_bar = jnp.sum(c_s * dq_s + c_l * dq_l)
+    w_bar = jnp.sum(c_s * dw_s + c_l * dw_l)
+    n = env.shape[0]
+    c_env = (c_s + c_l * fpi_vr) / n  # cotangent of each monthly env value
+    tsoi_bar = c_env * env * jnp.log(q10) / 10.0
+    w_scalar_bar = jnp.where(wet, c_env * xi_t * o_scalar * w_scaling, 0.0)
+    o_bar = c_env * xi_t * xi_w
+    fpi_bar = c_l * env / n
+    return q10_bar, w_bar, tsoi_bar, w_scalar_bar, o_bar, fpi_bar
+
+
+environment_means.defvjp(_environment_means_fwd, _environment_means_bwd)
+
+
 def depth_scalar(efolding) -> Float[Array, " layer"]:
     """xi_D = exp(-z / efolding) at the 20 layer nodes (0 for efolding <= 0).
 
