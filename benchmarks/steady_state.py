@@ -41,7 +41,7 @@ def _chunks(n, chunk):
 
 
 def _prepare(tree, n, chunk):
-    """Device-resident chunks of the inputs, padded to a common chunk size."""
+    """Device-resident chunks of the inputs (on the default device), padded to a common chunk size."""
     out = []
     for s, e in _chunks(n, chunk):
         part = jax.tree_util.tree_map(lambda a: a[s:e], tree)
@@ -94,7 +94,7 @@ def _value_and_grad(model):
     return jax.jit(jax.vmap(jax.value_and_grad(loss)))
 
 
-def run(sizes, chunk, repeat, dense_max_n):
+def run(sizes, chunk, repeat, dense_max_n, args_dense_chunk=32):
     clm5, compas = CLM5(), COMPAS()
     rows = []
     compile_s = {}
@@ -116,7 +116,7 @@ def run(sizes, chunk, repeat, dense_max_n):
             row[f"{name}_value_and_grad_per_s"] = n / _time(_value_and_grad(model), chunks, repeat)
         if n <= dense_max_n:
             dense = _dense_clm5(clm5)
-            dc = min(c, 2000)  # the dense matrices take 160 kB per site
+            dc = min(c, args_dense_chunk)  # the dense matrices take 160 kB per site
             ch_dense = ch_clm5 if dc == c else _prepare((u_clm5, forcing), n, dc)
             row["dense_baseline_per_s"] = n / _time(dense, ch_dense, max(1, repeat - 1))
         else:
@@ -135,8 +135,9 @@ def run(sizes, chunk, repeat, dense_max_n):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
-    p.add_argument("--chunk", type=int, default=10_000, help="sites per compiled call (default 10000)")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--chunk", type=int, default=512, help="sites per compiled call (default 512)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--dense-chunk", type=int, default=32, help="sites per call of the dense baseline (default 32, its fastest)")
     p.add_argument("--dense-max-n", type=int, default=100_000, help="skip the dense baseline above this N")
     p.add_argument("--json", action="store_true", help="print one JSON object for the largest N")
     args = p.parse_args(argv)
@@ -146,7 +147,7 @@ def main(argv=None):
         f"devices {jax.devices()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, float64",
         file=sys.stderr,
     )
-    rows, compile_s = run(args.sizes, args.chunk, args.repeat, args.dense_max_n)
+    rows, compile_s = run(args.sizes, args.chunk, args.repeat, args.dense_max_n, args.dense_chunk)
     last = rows[-1]
     if args.json:
         out = {
