@@ -15,56 +15,8 @@ import numpy as np
 import xarray as xr
 
 from ._models import CLM5, COMPAS
-from ._params import COMPAS_SPACE
 from .io import simulate_to_file, write_forcing
 from .synthetic import ZONES, synthetic_sites
-
-# COMPAS has no built-in defaults; the paper (Tao et al., Supplementary Table 2)
-# uses the global means of its site-level posteriors as the "default"
-# parameterisation.  These are those values in physical units.
-# TODO(core): move them into COMPAS_SPACE.defaults; this fallback then goes away.
-COMPAS_PAPER_DEFAULTS: dict[str, float] = {
-    "bio": 2.6e-4,
-    "cryo": 8e-4,
-    "q10": 2.1,
-    "w_scaling": 2.9,
-    "tau_cwd": 3.5,
-    "tau_l1": 0.049,
-    "tau_l2_l3": 0.2,
-    "tau_assim": 0.015,
-    "tau_mic_death": 1.1,
-    "tau_enz_prod": 22.0,
-    "tau_enz_decay": 0.04,
-    "tau_decom": 1.62e-4,
-    "km_assim": 1.8e3,
-    "km_decom": 5.65e5,
-    "f_cwd_l2": 0.75,
-    "p_l1_doc": 0.05,
-    "p_l2_doc": 0.17,
-    "p_l3_soc": 0.78,
-    "cue_l1": 0.66,
-    "cue_l2_l3": 0.16,
-    "cue_doc": 0.27,
-    "p_death_soc": 0.47,
-    "beta": 0.72,
-}
-
-
-def model_default_u(model) -> np.ndarray:
-    """Scaled default parameters of ``model``.
-
-    CLM5: its CLM5 defaults.  COMPAS: the model's own defaults when its
-    parameter space has them, else the paper's default parameterisation
-    (:data:`COMPAS_PAPER_DEFAULTS`).
-    """
-    try:
-        return np.asarray(model.default_u())
-    except ValueError:
-        if model.space is not COMPAS_SPACE:
-            raise
-        theta = np.array([COMPAS_PAPER_DEFAULTS[n] for n in COMPAS_SPACE.names])
-        return np.asarray(COMPAS_SPACE.to_u(theta))
-
 
 def run_demo(
     out_dir="soiljax_demo",
@@ -89,7 +41,7 @@ def run_demo(
     for key, model in (("clm5", CLM5(bedrock=bedrock)), ("compas", COMPAS(bedrock=bedrock))):
         results[key] = simulate_to_file(
             model,
-            model_default_u(model),
+            np.asarray(model.default_u()),
             forcing,
             out / f"{key}.nc",
             sites=info,

@@ -71,7 +71,6 @@ def _add_simulate(sub) -> None:
 
 def _run_simulate(args) -> int:
     from . import io
-    from ._demo import model_default_u
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -88,7 +87,7 @@ def _run_simulate(args) -> int:
         u = u[0] if u.shape[0] == 1 else u
         origin = args.params
     else:
-        u = model_default_u(model)
+        u = model.default_u()
         origin = "model defaults"
     progress = args.progress
     if progress is None:

@@ -9,7 +9,6 @@ import xarray as xr
 
 import soiljax as sj
 from soiljax import io
-from soiljax._demo import model_default_u
 from soiljax.cli import main
 from soiljax.synthetic import synthetic_sites
 
@@ -32,10 +31,10 @@ def test_simulate_round_trip_matches_library(forcing_file, tmp_path, capsys):
     ds = io.read_results(out)
     forcing, _ = io.read_forcing(forcing_file)
     model = sj.COMPAS()
-    steady = sj.batched_steady_state(model, model_default_u(model), forcing)
+    steady = sj.batched_steady_state(model, np.asarray(model.default_u()), forcing)
     np.testing.assert_allclose(ds["state"].values, np.asarray(steady.state), rtol=1e-12, atol=0)
     np.testing.assert_array_equal(ds["valid"].values, np.asarray(steady.valid))
-    np.testing.assert_allclose(ds["u"].values[0], model_default_u(model))
+    np.testing.assert_allclose(ds["u"].values[0], np.asarray(model.default_u()))
     assert ds.attrs["model"] == "COMPAS" and ds.attrs["parameters"] == "model defaults"
 
 

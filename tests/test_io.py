@@ -7,7 +7,6 @@ import xarray as xr
 
 import soiljax as sj
 from soiljax import io
-from soiljax._demo import model_default_u
 from soiljax.synthetic import synthetic_sites
 
 N = 10
@@ -237,7 +236,7 @@ def test_params_outside_prior_allowed_on_request(tmp_path):
 def clm5_direct(sites):
     forcing, _ = sites
     model = sj.CLM5()
-    u = model_default_u(model)
+    u = np.asarray(model.default_u())
     steady = sj.batched_steady_state(model, u, forcing)
     comps = sj.system_components(model, np.broadcast_to(u, (N, model.n_params)), forcing, steady)
     return model, u, steady, comps
@@ -292,7 +291,7 @@ def test_incremental_write_resumes_after_a_failure(sites, clm5_direct, tmp_path,
     assert sorted(p.name for p in io.parts_dir(out).glob("part_*.nc")) == ["part_000000.nc"]
     # a different run must not silently reuse these parts
     with pytest.raises(io.FileFormatError, match="other inputs"):
-        io.simulate_to_file(model, model_default_u(model) * 0.99, forcing, out, batch_size=BATCH // 2)
+        io.simulate_to_file(model, np.asarray(model.default_u()) * 0.99, forcing, out, batch_size=BATCH // 2)
     calls.clear()
     ds = io.simulate_to_file(model, u, forcing, out, sites=info, batch_size=BATCH // 2)
     assert len(calls) == 1  # only the missing batch was computed

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import soiljax as sj
-from soiljax._demo import model_default_u
 from soiljax.synthetic import ALT_FULL_COLUMN, ZONES, active_layer_depth, synthetic_sites
 
 
@@ -102,7 +101,7 @@ def test_mostly_valid_steady_states(sites):
     zone = info.zone.values
     fractions = {}
     for model in (sj.CLM5(), sj.COMPAS()):
-        ss = sj.batched_steady_state(model, model_default_u(model), forcing, batch_size=10)
+        ss = sj.batched_steady_state(model, np.asarray(model.default_u()), forcing, batch_size=10)
         valid = np.asarray(ss.valid)
         fractions[type(model).__name__] = {z: valid[zone == z].mean() for z in ZONES}
         assert valid.mean() > 0.6, fractions
