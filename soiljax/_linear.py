@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-_UNROLL = 1
 EPS = float(jnp.finfo(jnp.float64).eps)
 
 
@@ -191,7 +190,7 @@ def _factor_group(system: PoolSystem, group: tuple[int, ...]) -> _GroupFactor:
         return ginv, ginv
 
     init = tuple(tuple(jnp.zeros(()) for _ in range(g)) for _ in range(g))
-    _, ginv = jax.lax.scan(step, init, (blocks_t, prod), unroll=_UNROLL)
+    _, ginv = jax.lax.scan(step, init, (blocks_t, prod))
     return _GroupFactor(ginv=ginv, lower=lower, upper=upper, transported=True)
 
 
@@ -213,7 +212,7 @@ def _solve_group(fac: _GroupFactor, rhs):
         return w, w
 
     init = tuple(jnp.zeros(()) for _ in range(g))
-    _, w = jax.lax.scan(fwd, init, (ginv, rhs, fac.lower), unroll=_UNROLL)
+    _, w = jax.lax.scan(fwd, init, (ginv, rhs, fac.lower))
 
     # backward: x_j = w_j - upper_j G_j^{-1} x_{j+1}
     def bwd(x_next, xs):
@@ -222,7 +221,7 @@ def _solve_group(fac: _GroupFactor, rhs):
         x = tuple(w_j[i] - u_j * t[i] for i in range(g))
         return x, x
 
-    _, x = jax.lax.scan(bwd, init, (ginv, w, fac.upper), reverse=True, unroll=_UNROLL)
+    _, x = jax.lax.scan(bwd, init, (ginv, w, fac.upper), reverse=True)
     return x
 
 
@@ -246,7 +245,7 @@ def _solve_group_transpose(fac: _GroupFactor, rhs):
         return v, v
 
     init = tuple(jnp.zeros(()) for _ in range(g))
-    _, v = jax.lax.scan(fwd, init, (ginv_t, rhs, upper_prev), unroll=_UNROLL)
+    _, v = jax.lax.scan(fwd, init, (ginv_t, rhs, upper_prev))
 
     def bwd(z_next, xs):
         gt_j, v_j, lo_j = xs
@@ -254,7 +253,7 @@ def _solve_group_transpose(fac: _GroupFactor, rhs):
         z = tuple(v_j[i] - lo_j * t[i] for i in range(g))
         return z, z
 
-    _, z = jax.lax.scan(bwd, init, (ginv_t, v, lower_next), reverse=True, unroll=_UNROLL)
+    _, z = jax.lax.scan(bwd, init, (ginv_t, v, lower_next), reverse=True)
     return z
 
 
@@ -278,11 +277,6 @@ def solve_factored(fac: Factorisation, rhs: Float[Array, "pool layer"]) -> Float
 
 def solve_transpose_factored(fac: Factorisation, rhs: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
     """z with N^T z = rhs, eliminating the groups against the flow."""
-    return jnp.stack(_solve_transpose_pools(fac, rhs))
-
-
-def _solve_transpose_pools(fac: Factorisation, rhs) -> list:
-    """As :func:`solve_transpose_factored`, returning one (layer,) array per pool."""
     system = fac.system
     z = [None] * system.n_pools
     for group, gfac in reversed(list(zip(system.groups, fac.factors))):
@@ -297,7 +291,7 @@ def _solve_transpose_pools(fac: Factorisation, rhs) -> list:
         sol = _solve_group_transpose(gfac, tuple(r))
         for p, s in zip(group, sol):
             z[p] = s
-    return z
+    return jnp.stack(z)
 
 
 def rcond(fac: Factorisation):
@@ -307,19 +301,10 @@ def rcond(fac: Factorisation):
     positive (exactly or numerically singular).
     """
     system = fac.system
-    ones = jnp.ones((system.n_pools, system.n_layers))
-    # Reduce pool by pool, before stacking: a reduction over the stacked
-    # (pool, layer) array made XLA's CPU backend relayout the scan outputs,
-    # which tripled the cost of a gradient that included this flag.
-    ys = _solve_transpose_pools(fac, ones)
-    y_max = ys[0].max()
-    y_min = ys[0].min()
-    for y in ys[1:]:
-        y_max = jnp.maximum(y_max, y.max())
-        y_min = jnp.minimum(y_min, y.min())
-    # NaN fails both comparisons; inf fails the second
-    ok = (y_min > 0) & (y_max < jnp.inf)
-    r = 1.0 / (system.norm1() * jnp.where(ok, y_max, 1.0))
+    y = solve_transpose_factored(fac, jnp.ones((system.n_pools, system.n_layers)))
+    ok = jnp.all(jnp.isfinite(y)) & jnp.all(y > 0)
+    inv_norm = jnp.max(jnp.where(ok, y, 0.0))
+    r = 1.0 / (system.norm1() * jnp.where(ok, inv_norm, 1.0))
     return jnp.where(ok & jnp.isfinite(r), r, 0.0)
 
 
