@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import soiljax
+from soiljax._batch import _pad_sites
 from soiljax._models import CLM5, COMPAS
 
 
@@ -45,9 +46,7 @@ def _prepare(tree, n, chunk):
     out = []
     for s, e in _chunks(n, chunk):
         part = jax.tree_util.tree_map(lambda a: a[s:e], tree)
-        if e - s < chunk:
-            pad = chunk - (e - s)
-            part = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), part)
+        part = _pad_sites(part, chunk - (e - s))
         out.append(jax.device_put(part))
     return out
 

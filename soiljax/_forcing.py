@@ -185,7 +185,7 @@ class Forcing(eqx.Module):
 
     def site(self, i) -> "Forcing":
         """The forcing of site ``i`` of a 1-D batch."""
-        return jax.tree_util.tree_map(lambda x: x[i], self)
+        return self[i]
 
     def __getitem__(self, idx) -> "Forcing":
         return jax.tree_util.tree_map(lambda x: x[idx], self)

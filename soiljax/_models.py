@@ -20,7 +20,6 @@ from ._forcing import Forcing
 from ._grid import DZ, N_LAYERS, ZSOI
 from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
 from ._physics import (
-    DAYS_PER_YEAR,
     depth_scalar,
     environment_means,
     litter_input,
@@ -463,4 +462,4 @@ def _safe_div(num, den):
     return jnp.where(ok, q, 0.0), ok
 
 
-__all__ = ["AbstractSoilModel", "CLM5", "COMPAS", "SteadyState", "LinearOperators", "BEDROCK_MODES", "DAYS_PER_YEAR"]
+__all__ = ["AbstractSoilModel", "CLM5", "COMPAS", "SteadyState", "LinearOperators", "BEDROCK_MODES"]

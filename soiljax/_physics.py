@@ -11,11 +11,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from ._forcing import Forcing
-from ._grid import DZ, DZ_ALL, DZ_NODE_ALL, N_LAYERS, ZISOI_ALL, ZSOI, ZSOI_ALL, ZTOP
+from ._grid import DZ, DZ_NODE_ALL, N_LAYERS, ZISOI_ALL, ZSOI, ZSOI_ALL, ZTOP
 
 DAYS_PER_YEAR = 365.0
 T_REF = 298.15  # K, reference temperature of the Q10 function
@@ -325,7 +324,7 @@ def transport_operator_direct(bio, cryo, forcing: Forcing, *, closed: bool):
     return a, -a - c, c
 
 
-def transport_dense(lower, diag, upper) -> np.ndarray:
+def transport_dense(lower, diag, upper) -> Float[Array, "layer layer"]:
     """Dense 20 x 20 V from its three diagonals (for tests and baselines)."""
     return jnp.diag(diag) + jnp.diag(lower[1:], -1) + jnp.diag(upper[:-1], 1)
 
@@ -338,7 +337,9 @@ __all__ = [
     "turnover_rate",
     "input_fraction",
     "litter_input",
+    "environment_means",
+    "transport_basis",
+    "combine_transport",
     "transport_operator",
     "transport_dense",
-    "DZ_ALL",
 ]
