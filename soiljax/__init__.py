@@ -26,6 +26,8 @@ from ._models import CLM5 as CLM5
 from ._models import COMPAS as COMPAS
 from ._models import AbstractSoilModel as AbstractSoilModel
 from ._models import SteadyState as SteadyState
+from ._observations import ObservationError as ObservationError
+from ._observations import Observations as Observations
 from ._params import CLM5_SPACE as CLM5_SPACE
 from ._params import COMPAS_SPACE as COMPAS_SPACE
 from ._params import ParamSpace as ParamSpace
@@ -34,10 +36,14 @@ from ._transient import vector_field as vector_field
 from . import io as io
 from . import synthetic as synthetic
 from .io import read_forcing as read_forcing
+from .io import read_observations as read_observations
 from .io import read_params as read_params
 from .io import write_forcing as write_forcing
+from .io import write_observations as write_observations
 from .io import write_params as write_params
+from .synthetic import synthetic_observations as synthetic_observations
 from .synthetic import synthetic_sites as synthetic_sites
+from . import dutch as dutch
 
 try:
     from importlib.metadata import version as _version

@@ -1,6 +1,6 @@
-"""netCDF input and output with xarray: forcing, parameter and result files.
+"""netCDF input and output with xarray: forcing, parameter, result and observation files.
 
-Three file kinds, all on a ``site`` dimension:
+Four file kinds, all on a ``site`` dimension:
 
 Forcing files
     Dimensions ``site``, ``month`` (12), ``layer`` (20).  Variables TSOI,
@@ -22,6 +22,14 @@ Result files
     memory; :func:`simulate_to_file` computes and writes batch by batch into
     part files (a crash loses at most one batch, a rerun resumes) and merges
     them at the end.
+Observation files
+    Observed SOC profiles for calibration: dimensions ``site`` and ``obs``
+    (NaN-padded ragged profiles); ``depth`` (site, obs) node depth in m,
+    ``soc`` (site, obs) SOC stock density in gC m-3, optional ``soc_sd``
+    (site, obs) in gC m-3; optional ``site`` labels and ``lat``/``lon``.
+    Centimetres and kgC m-3 are converted on reading, percent is refused
+    (it needs the bulk density).  :func:`write_observations`,
+    :func:`read_observations`.
 
 Every problem with a file raises :class:`FileFormatError` (a ``ValueError``)
 whose message names the file, the variable and, where it applies, the site,
@@ -46,6 +54,7 @@ import xarray as xr
 
 from ._forcing import FORCING_UNITS, FORCING_VARIABLES, Forcing, ForcingError
 from ._grid import DZ, N_LAYERS, ZISOI, ZSOI
+from ._observations import OM_TO_SOC_HINT, ObservationError, Observations
 from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
 
 N_MONTHS = 12
@@ -892,4 +901,225 @@ __all__ = [
     "write_forcing",
     "write_params",
     "write_results",
+]
+
+
+# ---------------------------------------------------------------------------
+# observation files
+# ---------------------------------------------------------------------------
+
+
+class ObservationFileError(FileFormatError, ObservationError):
+    """An observation file is malformed or holds profiles a calibration cannot use."""
+
+
+OBSERVATION_UNITS: dict[str, str] = {"depth": "m", "soc": "gC m-3", "soc_sd": "gC m-3"}
+"""Units of the variables of an observation file (written as the ``units`` attribute)."""
+
+_OBS_LONG_NAMES = {
+    "depth": "node depth of the observed layer",
+    "soc": "soil organic carbon stock density",
+    "soc_sd": "standard deviation of soc",
+}
+_CENTIMETRE = {"cm", "centimeter", "centimeters", "centimetre", "centimetres"}
+_MILLIMETRE = {"mm", "millimeter", "millimeters", "millimetre", "millimetres"}
+# carbon stock density, spelled without spaces after _norm_unit
+_GC_M3 = {"gcm-3", "gc/m3", "gm-3c", "gcarbonm-3"}
+_KGC_M3 = {"kgcm-3", "kgc/m3"}
+_PER_MASS = {"g/kg", "gkg-1", "gc/kg", "gckg-1", "mg/g", "mgg-1", "permille", "‰", "g/100g"}
+_PER_AREA = {"gcm-2", "gc/m2", "kgcm-2", "kgc/m2", "tc/ha", "mgc/ha", "gm-2", "kgm-2"}
+
+
+def _obs_unit_factor(name: str, unit) -> tuple[float, str | None]:
+    """(factor to the file unit of :data:`OBSERVATION_UNITS`, problem or None)."""
+    u = _norm_unit(unit)
+    if name == "depth":
+        if u in _METRE:
+            return 1.0, None
+        if u in _CENTIMETRE:
+            return 0.01, None
+        if u in _MILLIMETRE:
+            return 0.001, None
+        return 1.0, f"has units {unit!r}; depth must be in 'm' (or 'cm', which is divided by 100 on reading)"
+    compact = u.replace(" ", "")
+    if compact in _GC_M3:
+        return 1.0, None
+    if compact in _KGC_M3:
+        return 1000.0, None
+    if u in _PERCENT or compact.startswith("%") or compact in _PER_MASS:
+        return 1.0, (
+            f"has units {unit!r}, a content per soil mass, not a stock density: {OM_TO_SOC_HINT}; "
+            "then set units = 'gC m-3'"
+        )
+    if compact in _PER_AREA:
+        return 1.0, (
+            f"has units {unit!r}, a stock per area; divide each layer's stock by its thickness (m) to get "
+            "gC m-3 and set units = 'gC m-3'"
+        )
+    return 1.0, f"has units {unit!r}, which soiljax cannot interpret; {name} must be in 'gC m-3' (or 'kgC m-3')"
+
+
+def observations_dataset(
+    obs: Observations,
+    site_id=None,
+    attrs: Mapping | None = None,
+    *,
+    lat=None,
+    lon=None,
+    sites: xr.Dataset | None = None,
+) -> xr.Dataset:
+    """The netCDF layout of observations with a leading site axis (see the module docstring).
+
+    ``sites`` (e.g. the metadata of :func:`soiljax.dutch.dutch_profiles`)
+    supplies the site labels, ``lat``/``lon`` and any other per-site
+    variables, stored as coordinates on ``site``; explicit ``site_id``,
+    ``lat`` and ``lon`` take precedence.  ``soc_sd`` is written only when
+    some value is known.
+    """
+    if sites is not None:
+        site_id = np.asarray(sites["site"].values) if site_id is None and "site" in sites.coords else site_id
+        lat = np.asarray(sites["lat"].values) if lat is None and "lat" in sites.variables else lat
+        lon = np.asarray(sites["lon"].values) if lon is None and "lon" in sites.variables else lon
+    if obs.batch_shape == ():
+        obs = obs[None]
+    if len(obs.batch_shape) != 1:
+        raise ValueError(f"an observation file holds a 1-D list of sites; got batch shape {obs.batch_shape}")
+    n = obs.batch_shape[0]
+    data = {}
+    for name in ("depth", "soc", "soc_sd"):
+        a = np.asarray(getattr(obs, name))
+        if name == "soc_sd" and not np.isfinite(a).any():
+            continue
+        attrs_v = {"units": OBSERVATION_UNITS[name], "long_name": _OBS_LONG_NAMES[name]}
+        if name == "depth":
+            attrs_v["positive"] = "down"
+        data[name] = (("site", "obs"), a, attrs_v)
+    coords: dict = {"site": _site_labels(n, site_id)}
+    for key, values, unit, long in (("lat", lat, "degrees_north", "latitude"), ("lon", lon, "degrees_east", "longitude")):
+        if values is not None:
+            values = np.asarray(values, dtype=float)
+            if values.shape != (n,):
+                raise ValueError(f"{key} must have one value per site ({n}), got shape {values.shape}")
+            coords[key] = ("site", values, {"units": unit, "long_name": long})
+    if sites is not None:
+        for key in sites.variables:
+            if key not in coords and key not in data and sites[key].dims == ("site",):
+                if sites.sizes["site"] != n:
+                    raise ValueError(f"sites has {sites.sizes['site']} sites but the observations have {n}")
+                coords[key] = ("site", np.asarray(sites[key].values), dict(sites[key].attrs))
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update(_provenance("soiljax observed SOC profiles"))
+    if sites is not None:
+        ds.attrs.update({k: _attr_value(v) for k, v in sites.attrs.items() if k not in ds.attrs})
+    if attrs:
+        ds.attrs.update({k: _attr_value(v) for k, v in attrs.items()})
+    return ds
+
+
+def write_observations(
+    obs: Observations,
+    path,
+    *,
+    site_id=None,
+    lat=None,
+    lon=None,
+    sites: xr.Dataset | None = None,
+    attrs: Mapping | None = None,
+) -> Path:
+    """Write observed profiles (leading site axis) to a netCDF observation file; returns the path.
+
+    Arguments as :func:`observations_dataset`.
+    """
+    return _write(observations_dataset(obs, site_id, attrs, lat=lat, lon=lon, sites=sites), path)
+
+
+def _obs_values(ds: xr.Dataset, name: str, single: bool, where: str) -> np.ndarray:
+    """Values of ``name`` as (site, obs) in the units of :data:`OBSERVATION_UNITS`."""
+    var = ds[name]
+    want = ("obs",) if single else ("site", "obs")
+    if var.dims == ("obs",) and not single and name == "depth":
+        var = var.expand_dims(site=ds.sizes["site"])  # the same depths at every site
+    if set(var.dims) != set(want):
+        hint = ""
+        if "obs" not in var.dims:
+            hint = " (name the dimension along each profile 'obs')"
+        raise ObservationFileError(f"{where}: variable {name!r} has dimensions {var.dims}, expected {want}{hint}")
+    values = var.transpose(*want).values.astype(float)
+    unit = var.attrs.get("units")
+    if unit is not None:
+        factor, problem = _obs_unit_factor(name, unit)
+        if problem:
+            raise ObservationFileError(f"{where}: variable {name!r} {problem}")
+        values = values * factor
+    return values[None] if single else values
+
+
+def observations_from_dataset(
+    ds: xr.Dataset,
+    *,
+    source: str = "observation dataset",
+    min_layers: int = 2,
+    check_units: bool = True,
+) -> tuple[Observations, xr.Dataset]:
+    """Build validated :class:`Observations` from a dataset in the observation-file layout.
+
+    Depths in cm (or mm) are converted to m (divided by 100, or 1000) and
+    SOC in kgC m-3 to gC m-3 (multiplied by 1000); percent, g/kg and
+    per-area units are refused with the conversion to apply.  A variable
+    without a ``units`` attribute is taken to be in :data:`OBSERVATION_UNITS`.
+    ``depth`` may be (obs,) when all sites share the depths; a dataset
+    without a ``site`` dimension is one site.  ``min_layers`` and
+    ``check_units`` are those of :meth:`Observations.from_arrays`.  Returns
+    ``(obs, sites)``: ``sites`` is the metadata, the per-site variables
+    (``site`` labels, ``lat``/``lon`` and others on ``site``) and the global
+    attributes, without the profile arrays.
+    """
+    for name in ("depth", "soc"):
+        if name not in ds.variables:
+            raise ObservationFileError(
+                f"{source}: variable {name!r} is missing; an observation file needs depth (site, obs) in m and "
+                f"soc (site, obs) in gC m-3 (soc_sd optional)" + _case_hint(ds, name)
+            )
+    single = "site" not in ds.dims
+    depth = _obs_values(ds, "depth", single, source)
+    soc = _obs_values(ds, "soc", single, source)
+    sd = _obs_values(ds, "soc_sd", single, source) if "soc_sd" in ds.variables else None
+    if single:
+        ds = ds.expand_dims(site=1)
+    labels = _labels_of(ds)
+    try:
+        obs = Observations.from_arrays(depth, soc, sd, labels, min_layers=min_layers, check_units=check_units)
+    except ObservationError as exc:
+        raise ObservationFileError(f"{source}: {exc}") from None
+    keep = [v for v in ds.variables if v not in ("depth", "soc", "soc_sd", "obs") and ds[v].dims == ("site",)]
+    sites = ds[keep].copy() if keep else xr.Dataset()
+    if "site" not in sites.coords:
+        sites = sites.assign_coords(site=labels if labels is not None else np.arange(obs.batch_shape[0]))
+    sites.attrs = dict(ds.attrs)
+    return obs, sites
+
+
+def read_observations(path, *, min_layers: int = 2, check_units: bool = True) -> tuple[Observations, xr.Dataset]:
+    """Read and validate an observation file.
+
+    Returns ``(obs, sites)``: :class:`Observations` with a leading site axis
+    and the metadata dataset of :func:`observations_from_dataset` (site
+    labels, ``lat``/``lon`` and other per-site variables, the file's global
+    attributes; not the profile arrays, which are in ``obs``).  Raises
+    :class:`ObservationFileError` (a :class:`FileFormatError` and an
+    :class:`soiljax.ObservationError`) naming the file, variable and site.
+    """
+    ds = _open(path, "observation", ObservationFileError)
+    return observations_from_dataset(
+        ds, source=f"observation file {str(path)!r}", min_layers=min_layers, check_units=check_units
+    )
+
+
+__all__ += [
+    "OBSERVATION_UNITS",
+    "ObservationFileError",
+    "observations_dataset",
+    "observations_from_dataset",
+    "read_observations",
+    "write_observations",
 ]

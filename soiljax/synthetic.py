@@ -32,6 +32,9 @@ Zones
     nbedrock in {5, 6, 8, 10, 12, 15} (bedrock at 0.29-2.3 m) on the climate of
     one of the four zones above (``base_climate``), latitude from that zone.
 
+:func:`synthetic_observations` turns a model's steady state on such sites
+into noisy observed SOC profiles (with the truth) for testing calibrations.
+
 Physics of every variable
 -------------------------
 - TSOI (K): ``T(z, m) = T_mean + g z + A exp(-z/d) cos(2 pi (m - m_peak)/12 - z/d)``
@@ -65,7 +68,8 @@ import numpy as np
 import xarray as xr
 
 from ._forcing import Forcing
-from ._grid import N_LAYERS, ZISOI_ALL, ZSOI
+from ._grid import N_LAYERS, ZISOI, ZISOI_ALL, ZSOI
+from ._observations import Observations, validate_observation_arrays
 
 ZONES: tuple[str, ...] = ("tropical", "temperate", "arid", "boreal", "shallow_bedrock")
 """Names of the climate zones, in the order of the ``zone_id`` codes."""
@@ -304,4 +308,170 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
     return forcing, info
 
 
-__all__ = ["ZONES", "CLIMATES", "synthetic_sites", "active_layer_depth"]
+# ---------------------------------------------------------------------------
+# synthetic observations
+# ---------------------------------------------------------------------------
+
+PRODA_MIN_DEPTH = 0.5
+"""m.  PRODA keeps profiles that reach deeper than 50 cm; synthetic profiles do where the soil does."""
+
+
+def bedrock_depth(forcing: Forcing) -> np.ndarray:
+    """Depth (m) of the bedrock of each site: the bottom of the last soil layer above it.
+
+    ``ZISOI[nbedrock - 1]`` with the shallowest nbedrock over the months.
+    """
+    nb = np.asarray(forcing.nbedrock).min(axis=-1)
+    return np.asarray(ZISOI)[np.clip(nb, 1, N_LAYERS) - 1]
+
+
+def synthetic_observations(
+    model,
+    u,
+    forcing: Forcing,
+    *,
+    n_obs: tuple[int, int] = (4, 8),
+    noise: float = 0.1,
+    max_depth: float = 1.5,
+    seed: int = 0,
+    site_id=None,
+) -> tuple[Observations, xr.Dataset]:
+    """Observed SOC profiles drawn from a model's steady state, for testing calibrations.
+
+    Parameters
+    ----------
+    model, u, forcing:
+        The truth: ``soiljax.batched_steady_state(model, u, forcing)`` with
+        ``u`` (param,) for all sites or (site, param) and a forcing with one
+        leading site axis.
+    n_obs:
+        Each site gets a random number of layers in ``[n_obs[0], n_obs[1]]``
+        (inclusive); the ``obs`` axis has length ``n_obs[1]``, NaN-padded.
+    noise:
+        Multiplicative log-normal error: ``soc = soc_true * exp(noise * e)``
+        with ``e ~ N(0, 1)`` independent per layer.  The standard deviation
+        of ``log(soc / soc_true)`` is ``noise``; the noise is median-unbiased
+        (the median of ``soc`` is ``soc_true``; its mean is
+        ``soc_true * exp(noise**2 / 2)``).  ``noise=0`` gives the exact model
+        values.  ``soc_sd`` is set to ``noise * soc_true`` (the standard
+        deviation to first order in ``noise``).
+    max_depth:
+        Deepest observation (m).  Depths are drawn uniformly in
+        ``[0.02, min(max_depth, bedrock)]`` where bedrock is the bottom of
+        the last soil layer above it (:func:`bedrock_depth`); they are
+        sorted and distinct.  When that range reaches below 0.5 m, one of the
+        depths is drawn in ``[0.5, min(max_depth, bedrock)]`` so that every
+        profile is deeper than 50 cm, as PRODA requires.
+    seed:
+        Seed of numpy's default generator: the same inputs and seed always
+        give the same observations.
+    site_id:
+        Site labels (default ``0 .. n-1``; pass the ``site`` of
+        :func:`synthetic_sites`'s info to keep its labels).
+
+    Returns
+    -------
+    (obs, truth):
+        :class:`~soiljax.Observations` (site, obs) and an
+        :class:`xarray.Dataset` on ``site`` with ``soc_true`` (site, obs) in
+        gC m-3 (the model's SOC at the observed depths), ``u_true``
+        (site, param) with the model's parameter names as the ``param``
+        coordinate, ``valid`` (site) from the steady state and
+        ``bedrock_depth`` (site).  The model is interpolated to the depths
+        with :class:`scipy.interpolate.PchipInterpolator` over the layer
+        nodes :data:`soiljax.ZSOI` (``extrapolate=True``), the observation
+        operator of MODELS.md section 5.  Sites whose steady state is invalid
+        get all-NaN observations and ``valid = False``: drop them
+        (``obs[truth.valid.values]``) before calibrating.
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    from ._batch import batched_steady_state
+
+    lo_n, hi_n = (int(k) for k in n_obs)
+    if not 1 <= lo_n <= hi_n:
+        raise ValueError(f"n_obs must be (low, high) with 1 <= low <= high, got {n_obs!r}")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    if not max_depth > 0.02:
+        raise ValueError(f"max_depth must be deeper than 0.02 m, got {max_depth!r}")
+    if len(forcing.batch_shape) != 1:
+        raise ValueError(
+            f"synthetic_observations expects a forcing with one leading site axis, got {forcing.batch_shape}"
+        )
+    n = forcing.batch_shape[0]
+    labels = np.arange(n) if site_id is None else np.asarray(site_id)
+    if labels.shape != (n,):
+        raise ValueError(f"site_id must have one label per site ({n}), got shape {labels.shape}")
+    u = np.asarray(u, dtype=float)
+    u_true = np.broadcast_to(u, (n, u.shape[-1])).copy() if u.ndim == 1 else u
+    steady = batched_steady_state(model, u_true, forcing)
+    soc_layers = np.asarray(steady.soc)
+    valid = np.asarray(steady.valid).astype(bool)
+
+    rng = np.random.default_rng(seed)
+    bottom = np.minimum(float(max_depth), bedrock_depth(forcing))  # (site,)
+    top = np.minimum(0.02, 0.5 * bottom)
+    count = rng.integers(lo_n, hi_n + 1, n)
+    draw = rng.random((n, hi_n))
+    deep = bottom > PRODA_MIN_DEPTH
+    first_lo = np.where(deep, PRODA_MIN_DEPTH, top)
+    depth = top[:, None] + draw * (bottom - top)[:, None]
+    depth[:, 0] = first_lo + draw[:, 0] * (bottom - first_lo)  # the deep one (when the soil is deep)
+    depth[np.arange(hi_n)[None, :] >= count[:, None]] = np.nan
+    depth = np.sort(depth, axis=1)  # NaN padding last
+    # continuous draws are distinct with probability 1; redraw a site in the rare case of a tie
+    for i in np.flatnonzero(np.any(np.diff(depth, axis=1) <= 0, axis=1)):
+        k = count[i]
+        while np.any(np.diff(depth[i, :k]) <= 0):
+            d = top[i] + rng.random(k) * (bottom[i] - top[i])
+            d[0] = first_lo[i] + rng.random() * (bottom[i] - first_lo[i])
+            depth[i, :k] = np.sort(d)
+    e = rng.standard_normal((n, hi_n))
+
+    soc_true = np.full((n, hi_n), np.nan)
+    z = np.asarray(ZSOI)
+    for i in range(n):
+        k = count[i]
+        soc_true[i, :k] = PchipInterpolator(z, soc_layers[i], extrapolate=True)(depth[i, :k])
+    soc_true[~valid] = np.nan
+    depth_obs = np.where(valid[:, None], depth, np.nan)
+    soc = soc_true * np.exp(noise * e)
+    soc_sd = noise * soc_true
+
+    if valid.any():  # the valid sites must be usable profiles (a model bug otherwise)
+        validate_observation_arrays(
+            depth_obs[valid], soc[valid], soc_sd[valid], labels[valid], min_layers=1, check_units=False
+        )
+    obs = Observations(depth_obs, soc, soc_sd)
+    names = tuple(getattr(model, "param_names", None) or model.space.names)
+    truth = xr.Dataset(
+        {
+            "soc_true": (
+                ("site", "obs"),
+                soc_true,
+                {"units": "gC m-3", "long_name": "model SOC at the observed depths"},
+            ),
+            "u_true": (("site", "param"), u_true, {"units": "1", "long_name": "scaled parameters of the truth"}),
+            "valid": ("site", valid, {"long_name": "steady state of the truth is valid"}),
+            "bedrock_depth": (
+                "site",
+                bedrock_depth(forcing),
+                {"units": "m", "long_name": "bottom of the last soil layer above bedrock"},
+            ),
+        },
+        coords={"site": labels, "param": ("param", np.array(names), {"long_name": "parameter name"})},
+        attrs={
+            "title": "soiljax synthetic observations",
+            "model": type(model).__name__,
+            "seed": int(seed),
+            "noise": float(noise),
+            "noise_model": "soc = soc_true * exp(noise * N(0, 1)); soc_sd = noise * soc_true",
+            "n_obs": f"{lo_n}-{hi_n}",
+            "max_depth": float(max_depth),
+        },
+    )
+    return obs, truth
+
+
+__all__ = ["ZONES", "CLIMATES", "synthetic_sites", "active_layer_depth", "bedrock_depth", "synthetic_observations"]
