@@ -1,0 +1,117 @@
+"""Batch-by-batch computations that survive interruption.
+
+:func:`run_in_parts` splits ``n`` sites into batches, writes each batch's
+dataset to its own netCDF part file in ``<path>.parts/`` as soon as it is
+computed, and merges the parts into ``path`` at the end.  A run that stops
+part-way loses at most the batch in progress; calling again with the same
+inputs (same fingerprint) computes only the missing batches.  Used by
+:func:`soiljax.io.simulate_to_file` and :func:`soiljax.calibration.calibrate`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import xarray as xr
+
+
+class PartsMismatchError(ValueError):
+    """The part files on disk belong to a run with other inputs."""
+
+
+def parts_dir(path) -> Path:
+    """Folder of the part files of an unfinished run writing ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".parts")
+
+
+def _engine() -> str:
+    from .io import netcdf_engine
+
+    return netcdf_engine()
+
+
+def _readable(path: Path, required: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        with xr.open_dataset(path, engine=_engine()) as ds:
+            return required in ds.variables
+    except Exception:  # noqa: BLE001 - a truncated part is recomputed
+        return False
+
+
+def run_in_parts(
+    path,
+    *,
+    n: int,
+    batch_size: int,
+    fingerprint: str,
+    compute: Callable[[int, int], xr.Dataset],
+    write: Callable[[xr.Dataset, Path], object],
+    required: str,
+    resume: bool = True,
+    progress: bool | Callable = False,
+    desc: str = "batches",
+    finalize: Callable[[xr.Dataset], xr.Dataset] | None = None,
+    manifest: Mapping | None = None,
+) -> xr.Dataset:
+    """Compute ``compute(lo, hi)`` for every batch of sites, part file by part file.
+
+    ``required`` names a variable every complete part holds (a part without
+    it, or one that cannot be read, is recomputed).  ``resume=False`` deletes
+    existing parts and starts over; with ``resume=True`` parts of a run with
+    another ``fingerprint`` raise :class:`PartsMismatchError`.  ``finalize``
+    post-processes the merged dataset before it is written to ``path``.
+    """
+    batch_size = max(1, min(int(batch_size), n))
+    n_batches = -(-n // batch_size)
+    parts = parts_dir(path)
+    manifest_path = parts / "manifest.json"
+    if parts.exists():
+        try:
+            same = json.loads(manifest_path.read_text()).get("fingerprint") == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if resume and not same:
+            raise PartsMismatchError(
+                f"{str(parts)!r} holds part files of a run with other inputs or settings; remove that "
+                "folder, or start over with resume=False (--restart on the command line)"
+            )
+        if not resume:
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not manifest_path.exists():
+        info = {"fingerprint": fingerprint, "n_sites": n, "batch_size": batch_size, "n_batches": n_batches}
+        info.update(manifest or {})
+        manifest_path.write_text(json.dumps(info))
+
+    def part_file(i: int) -> Path:
+        return parts / f"part_{i:06d}.nc"
+
+    todo = [i for i in range(n_batches) if not _readable(part_file(i), required)]
+    iterator = todo
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(todo, total=len(todo), desc=desc, unit="batch", disable=len(todo) <= 1)
+    elif callable(progress):
+        iterator = progress(todo, total=len(todo))
+    for i in iterator:
+        lo, hi = i * batch_size, min((i + 1) * batch_size, n)
+        write(compute(lo, hi), part_file(i))
+
+    pieces = []
+    for i in range(n_batches):
+        with xr.open_dataset(part_file(i), engine=_engine()) as p:
+            pieces.append(p.load())
+    merged = xr.concat(pieces, dim="site", data_vars="minimal", coords="minimal", compat="override", join="override")
+    merged.attrs = dict(pieces[0].attrs)
+    if finalize is not None:
+        merged = finalize(merged)
+    write(merged, Path(path))
+    shutil.rmtree(parts)
+    return merged

@@ -1,0 +1,32 @@
+"""Site-level Bayesian calibration of CLM5 and COMPAS (PRODA's data assimilation).
+
+``calibrate(model, forcing, obs, method="hmc")`` samples the posterior of
+every observed profile's parameters, all profiles and chains at once, and
+returns an :class:`xarray.Dataset` of posterior summaries and diagnostics
+(names in :mod:`soiljax.calibration._summary`).  The pieces are public so
+that a notebook can use them one by one: the likelihoods, the per-profile
+log density :func:`log_density` (a plain JAX function of the unconstrained
+parameter vector), the samplers and the diagnostics.
+"""
+
+from ._likelihood import AbstractLikelihood as AbstractLikelihood
+from ._likelihood import Gaussian as Gaussian
+from ._likelihood import LogNormal as LogNormal
+from ._likelihood import ProdaCLM5 as ProdaCLM5
+from ._likelihood import ProdaCOMPAS as ProdaCOMPAS
+from ._likelihood import log_density as log_density
+from ._likelihood import nse as nse
+from ._likelihood import predict as predict
+from ._likelihood import proda_layer_weights as proda_layer_weights
+from ._likelihood import proda_likelihood as proda_likelihood
+from ._run import METHODS as METHODS
+from ._run import calibrate as calibrate
+from ._samplers import HMC as HMC
+from ._samplers import NUTS as NUTS
+from ._samplers import ProdaMetropolis as ProdaMetropolis
+from ._samplers import warmup_schedule as warmup_schedule
+from ._summary import RHAT_THRESHOLD as RHAT_THRESHOLD
+from ._summary import read_posterior as read_posterior
+from ._summary import rhat_and_ess as rhat_and_ess
+from ._summary import summarize as summarize
+from ._summary import write_posterior as write_posterior

@@ -1,0 +1,399 @@
+"""Site-level Bayesian calibration of many profiles: :func:`calibrate`.
+
+The sites are split into batches.  In a batch, every chain of every profile
+advances in lock-step inside one jitted, vmapped ``lax.scan`` per chunk of
+iterations (a progress bar counts the iterations); the draws are summarised
+per profile (:mod:`._summary`) and the batch's dataset is written to its own
+part file before the next batch starts, so an interrupted run resumes where
+it stopped.  Random keys derive from the seed and the *site index*, so a
+profile's chains do not depend on the batch it was computed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from .._forcing import Forcing
+from .._models import AbstractSoilModel
+from ._likelihood import AbstractLikelihood, LogNormal, log_density, predict, proda_likelihood
+from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
+from ._summary import summarize
+
+METHODS = ("hmc", "nuts", "proda")
+"""Names accepted by ``calibrate(method=...)``."""
+
+DEFAULT_CHUNK = 50
+
+
+def sampler_for(method) -> eqx.Module:
+    """A sampler object for a method name (or the object itself)."""
+    if isinstance(method, (HMC, NUTS, ProdaMetropolis)):
+        return method
+    if method == "hmc":
+        return HMC()
+    if method == "nuts":
+        return NUTS()
+    if method == "proda":
+        return ProdaMetropolis()
+    raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS} or pass a sampler object")
+
+
+def default_likelihood(model: AbstractSoilModel, sampler) -> AbstractLikelihood:
+    """PRODA's cost for ``method="proda"``, a 10% log-normal error otherwise."""
+    return proda_likelihood(model) if isinstance(sampler, ProdaMetropolis) else LogNormal()
+
+
+# --------------------------------------------------------------------------
+# starting points
+# --------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _start_points(model, likelihood, forcing, obs, keys, n_candidates: int):
+    """Dispersed starts: per chain the first of ``n_candidates`` draws of u in
+    U(0.1, 0.9)^d whose log density is finite (the best one if none is)."""
+
+    def per_site(f, o, k):
+        ld = log_density(model, likelihood, f, o)
+        d = model.n_params
+        u = jax.random.uniform(k, (keys.shape[1] - 1, n_candidates, d), minval=0.1, maxval=0.9)
+        z = model.space.z_from_u(u)
+        lp = jax.vmap(jax.vmap(ld))(z)
+        finite = jnp.isfinite(lp)
+        pick = jnp.where(finite.any(axis=1), jnp.argmax(finite, axis=1), jnp.argmax(lp, axis=1))
+        z0 = jnp.take_along_axis(z, pick[:, None, None], axis=1)[:, 0]
+        return z0, finite.any(axis=1)
+
+    return jax.vmap(per_site)(forcing, obs, keys[:, 0])
+
+
+# --------------------------------------------------------------------------
+# lock-step chunks
+# --------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _gradient_init(model, likelihood, sampler, forcing, obs, z0):
+    def per_site(f, o, z):
+        ld = log_density(model, likelihood, f, o)
+        return jax.vmap(lambda zc: sampler.init(None, zc, ld))(z)
+
+    return jax.vmap(per_site)(forcing, obs, z0)
+
+
+@eqx.filter_jit
+def _gradient_chunk(model, likelihood, sampler, phase, forcing, obs, carry, keys, iters, flags):
+    """Advance every chain of every site by ``len(iters)`` iterations of ``phase``."""
+
+    def per_site(f, o, c, k):
+        ld = log_density(model, likelihood, f, o)
+        step = sampler.warmup_step if phase == "warmup" else sampler.sample_step
+
+        def per_chain(cc, kc):
+            def body(state, xs):
+                i, fl = xs
+                return step(jax.random.fold_in(kc, i), state, fl, ld)
+
+            return jax.lax.scan(body, cc, (iters, flags))
+
+        return jax.vmap(per_chain)(c, k)
+
+    return jax.vmap(per_site)(forcing, obs, carry, keys)
+
+
+@eqx.filter_jit
+def _finish_warmup(sampler, carry):
+    return jax.vmap(jax.vmap(sampler.finish_warmup))(carry)
+
+
+def _proda_cost(model, likelihood, f, o):
+    def cost(u):
+        pred, valid = predict(model, u, f, o.depth, o.mask)
+        ll = likelihood(pred, o.soc, o.soc_sd, o.depth, o.mask)
+        return jnp.where(valid & jnp.isfinite(ll), -ll, jnp.inf)
+
+    return cost
+
+
+@eqx.filter_jit
+def _proda_init(model, likelihood, sampler, forcing, obs, u0):
+    def per_site(f, o, u):
+        cost = _proda_cost(model, likelihood, f, o)
+        return jax.vmap(lambda uc: sampler.init(None, uc, cost))(u)
+
+    return jax.vmap(per_site)(forcing, obs, u0)
+
+
+@eqx.filter_jit
+def _proda_chunk(model, likelihood, sampler, phase, forcing, obs, carry, keys, iters, thin: int):
+    """PRODA steps ``iters`` (global step numbers); keeps every ``thin``-th record."""
+    offset = sampler.num_random_walk
+
+    def per_site(f, o, c, k):
+        cost = _proda_cost(model, likelihood, f, o)
+
+        def per_chain(cc, kc):
+            def body(state, i):
+                key = jax.random.fold_in(kc, i)
+                if phase == "random_walk":
+                    return sampler.random_walk_step(key, state, i, cost)
+                return sampler.adaptive_step(key, state, i - offset, i, cost)
+
+            state, rec = jax.lax.scan(body, cc, iters)
+            return state, jax.tree_util.tree_map(lambda a: a[thin - 1 :: thin], rec)
+
+        return jax.vmap(per_chain)(c, k)
+
+    return jax.vmap(per_site)(forcing, obs, carry, keys)
+
+
+@eqx.filter_jit
+def _start_adaptive(sampler, carry):
+    return jax.vmap(jax.vmap(sampler.start_adaptive))(carry)
+
+
+# --------------------------------------------------------------------------
+# one batch
+# --------------------------------------------------------------------------
+
+
+class _BatchDraws(NamedTuple):
+    """Host arrays of one batch: draws in u (site, chain, draw, param) and statistics."""
+
+    u: np.ndarray
+    acceptance: np.ndarray  # (site, chain) mean acceptance probability after warmup
+    divergences: np.ndarray  # (site, chain) count after warmup
+    step_size: np.ndarray  # (site, chain), NaN for PRODA
+    start_ok: np.ndarray  # (site,) a finite-density start was found for every chain
+    n_evals: np.ndarray  # (site,) model evaluations (gradient evaluations for HMC/NUTS)
+
+
+def _chunks(n: int, size: int):
+    for s in range(0, n, size):
+        yield s, min(s + size, n)
+
+
+def _site_keys(seed: int, site_index: np.ndarray, chains: int):
+    base = jax.random.PRNGKey(seed)
+    keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(base, i), chains + 1))(jnp.asarray(site_index))
+    return keys  # (site, chains + 1, 2): [:, 0] for starts, [:, 1:] per chain
+
+
+def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, samples, chunk, bar):
+    z0, start_ok = _start_points(model, likelihood, forcing, obs, keys, 16)
+    chain_keys = keys[:, 1:]
+    carry = _gradient_init(model, likelihood, sampler, forcing, obs, z0)
+    slow, end = warmup_schedule(warmup)
+    for a, b in _chunks(warmup, chunk):
+        iters = jnp.arange(a, b)
+        flags = (jnp.asarray(slow[a:b]), jnp.asarray(end[a:b]))
+        carry, _ = _gradient_chunk(model, likelihood, sampler, "warmup", forcing, obs, carry, chain_keys, iters, flags)
+        bar(b - a)
+    carry = _finish_warmup(sampler, carry)
+    n_site, n_chain = z0.shape[:2]
+    z = np.empty((n_site, n_chain, samples, model.n_params))
+    acc = np.zeros((n_site, n_chain))
+    div = np.zeros((n_site, n_chain), dtype=np.int64)
+    sample_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 1)))(chain_keys)
+    for a, b in _chunks(samples, chunk):
+        iters = jnp.arange(a, b)
+        flags = (jnp.zeros(b - a, bool), jnp.zeros(b - a, bool))
+        carry, rec = _gradient_chunk(model, likelihood, sampler, "sample", forcing, obs, carry, sample_keys, iters, flags)
+        z[:, :, a:b] = np.asarray(rec.position)
+        acc += np.asarray(rec.acceptance).sum(axis=2)
+        div += np.asarray(rec.divergent).sum(axis=2)
+        bar(b - a)
+    steps = sampler.num_integration_steps if isinstance(sampler, HMC) else 2**sampler.max_num_doublings - 1
+    n_evals = np.full(n_site, n_chain * (warmup + samples) * steps + n_chain * 16)
+    u = np.asarray(jax.nn.sigmoid(z))
+    return _BatchDraws(
+        u=u,
+        acceptance=acc / max(samples, 1),
+        divergences=div,
+        step_size=np.asarray(carry[1].step_size),
+        start_ok=np.asarray(start_ok).all(axis=1),
+        n_evals=n_evals,
+    )
+
+
+def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_draws, bar):
+    n_site = forcing.batch_shape[0]
+    n_chain = keys.shape[1] - 1
+    chain_keys = keys[:, 1:]
+    u0 = jnp.full((n_site, n_chain, model.n_params), 0.5)
+    carry = _proda_init(model, likelihood, sampler, forcing, obs, u0)
+    chunk = max(chunk, 1000)
+    n_rw, n_am = sampler.num_random_walk, sampler.num_adaptive
+    for a, b in _chunks(n_rw, chunk):
+        carry, _ = _proda_chunk(model, likelihood, sampler, "random_walk", forcing, obs, carry, chain_keys,
+                                jnp.arange(a, b), 1)
+        bar(b - a)
+    carry = _start_adaptive(sampler, carry)
+    keep_from = n_am // 2  # posterior: second half of part 2
+    n_post = n_am - keep_from
+    thin = max(1, -(-n_post // max_draws))
+    draws, acc = [], np.zeros((n_site, n_chain))
+    for a, b in _chunks(n_am, chunk):
+        keep = a >= keep_from
+        carry, rec = _proda_chunk(model, likelihood, sampler, "adaptive", forcing, obs, carry, chain_keys,
+                                  jnp.arange(n_rw + a, n_rw + b), thin if keep else b - a)
+        if keep:
+            draws.append(np.asarray(rec.position))
+            acc += np.asarray(rec.acceptance).sum(axis=2)
+        bar(b - a)
+    u = np.concatenate(draws, axis=2)
+    return _BatchDraws(
+        u=u,
+        acceptance=acc / u.shape[2],
+        divergences=np.zeros((n_site, n_chain), dtype=np.int64),
+        step_size=np.full((n_site, n_chain), np.nan),
+        start_ok=np.ones(n_site, bool),
+        n_evals=np.full(n_site, n_chain * (n_rw + n_am + 1)),
+    )
+
+
+# --------------------------------------------------------------------------
+# the public entry point
+# --------------------------------------------------------------------------
+
+
+def _fingerprint(model, likelihood, sampler, forcing, obs, settings: Mapping) -> str:
+    h = hashlib.sha256()
+    for obj in (model, likelihood, sampler):
+        h.update(repr(obj).encode())
+    h.update(repr(sorted(settings.items())).encode())
+    for arr in list(forcing.variables().values()) + [obs.depth, obs.soc, obs.soc_sd]:
+        h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
+    return h.hexdigest()
+
+
+def _check_inputs(model, forcing: Forcing, obs, chains: int, warmup: int, samples: int):
+    if len(forcing.batch_shape) != 1:
+        raise ValueError(f"calibrate expects a forcing with one leading site axis, got batch shape {forcing.batch_shape}")
+    if obs.batch_shape != forcing.batch_shape:
+        raise ValueError(
+            f"the observations have {obs.batch_shape[0] if obs.batch_shape else 'no'} sites but the forcing has "
+            f"{forcing.batch_shape[0]}; pass one observed profile per forcing site, in the same order"
+        )
+    if chains < 2:
+        raise ValueError(f"chains={chains}: R-hat needs at least 2 chains per profile (PRODA uses 3)")
+    if samples < 4:
+        raise ValueError(f"samples={samples}: at least 4 draws per chain are needed for R-hat and ESS")
+    if warmup < 0:
+        raise ValueError(f"warmup={warmup} must be >= 0")
+
+
+def calibrate(
+    model: AbstractSoilModel,
+    forcing: Forcing,
+    obs,
+    *,
+    method="hmc",
+    likelihood: AbstractLikelihood | None = None,
+    chains: int = 3,
+    warmup: int = 500,
+    samples: int = 500,
+    batch_size: int = 128,
+    seed: int = 0,
+    out=None,
+    resume: bool = True,
+    progress: bool = True,
+    keep_draws: int = 0,
+    predictive_draws: int = 100,
+    site_id=None,
+    chunk: int = DEFAULT_CHUNK,
+    attrs: Mapping | None = None,
+) -> xr.Dataset:
+    """Posterior of every profile's parameters; returns (and writes) an xarray Dataset.
+
+    ``forcing`` and ``obs`` (:class:`~soiljax.Observations`) hold the same
+    sites in the same order.  ``method`` is ``"hmc"`` (default: windowed
+    adaptation, then fixed-length HMC), ``"nuts"``, ``"proda"`` (PRODA's
+    random walk + adaptive Metropolis with its annealed acceptance rule and
+    PRODA's costs; ``warmup``/``samples`` do not apply, the sampler object
+    holds its step counts) or a sampler object from
+    :mod:`soiljax.calibration`.  ``likelihood`` defaults to PRODA's cost for
+    ``"proda"`` and to :class:`LogNormal` (10% multiplicative error, or the
+    observations' ``soc_sd``) otherwise.
+
+    ``batch_size`` profiles are sampled together (each with ``chains``
+    chains); with ``out`` every finished batch is written to a part file
+    next to ``out`` and a rerun with the same inputs resumes.  The dataset's
+    variables are described in :func:`soiljax.calibration.summarize`.
+    """
+    sampler = sampler_for(method)
+    likelihood = default_likelihood(model, sampler) if likelihood is None else likelihood
+    _check_inputs(model, forcing, obs, chains, warmup, samples)
+    n = forcing.batch_shape[0]
+    batch_size = max(1, min(int(batch_size), n))
+    proda = isinstance(sampler, ProdaMetropolis)
+    iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else warmup + samples
+    n_batches = -(-n // batch_size)
+    name = type(model).__name__
+    method_name = {HMC: "hmc", NUTS: "nuts", ProdaMetropolis: "proda"}[type(sampler)]
+    run_attrs = {
+        "model": name,
+        "bedrock": model.bedrock,
+        "method": method_name,
+        "sampler": repr(sampler),
+        "likelihood": repr(likelihood),
+        "chains": chains,
+        "warmup": 0 if proda else warmup,
+        "samples": samples if not proda else sampler.num_adaptive - sampler.num_adaptive // 2,
+        "seed": seed,
+    }
+    run_attrs.update(attrs or {})
+
+    bar_total = n_batches * iters_per_batch
+    if progress:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=bar_total, desc=f"{name} {method_name} ({n} profiles x {chains} chains)", unit="it")
+        bar: Callable[[int], object] = pbar.update
+    else:
+        pbar, bar = None, (lambda k: None)
+
+    def compute(lo: int, hi: int) -> xr.Dataset:
+        m = hi - lo
+        idx = np.arange(lo, hi)
+        if m < batch_size and n_batches > 1:  # pad: one compiled program for every batch
+            idx = np.concatenate([idx, np.full(batch_size - m, hi - 1)])
+        f_b, o_b = forcing[idx], obs[idx]
+        keys = _site_keys(seed, idx, chains)
+        if proda:
+            draws = _sample_proda(model, likelihood, sampler, f_b, o_b, keys, chunk=chunk, max_draws=max(samples, 4),
+                                  bar=bar)
+        else:
+            draws = _sample_gradient(model, likelihood, sampler, f_b, o_b, keys, warmup=warmup, samples=samples,
+                                     chunk=chunk, bar=bar)
+        draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
+        labels = None if site_id is None else np.asarray(site_id)[lo:hi]
+        return summarize(model, forcing[lo:hi], obs[lo:hi], draws, site_id=labels, site_index=np.arange(lo, hi),
+                         keep_draws=keep_draws, predictive_draws=predictive_draws, seed=seed, attrs=run_attrs)
+
+    try:
+        if out is None:
+            pieces = [compute(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+            ds = xr.concat(pieces, dim="site", data_vars="minimal", coords="minimal", compat="override",
+                           join="override") if len(pieces) > 1 else pieces[0]
+            ds.attrs = dict(pieces[0].attrs)
+            return ds
+        from .._parts import run_in_parts
+        from ._summary import write_posterior
+
+        settings = dict(chains=chains, warmup=warmup, samples=samples, batch_size=batch_size, seed=seed,
+                        keep_draws=keep_draws, predictive_draws=predictive_draws)
+        fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings)
+        return run_in_parts(out, n=n, batch_size=batch_size, fingerprint=fp, compute=compute, write=write_posterior,
+                            required="u_mean", resume=resume, progress=False, manifest={"model": name})
+    finally:
+        if pbar is not None:
+            pbar.close()

@@ -1,0 +1,234 @@
+"""Posterior summaries and diagnostics of a batch of calibrated profiles.
+
+:func:`summarize` turns the draws of a batch into an :class:`xarray.Dataset`
+with a ``site`` dimension.  The names below are a contract other tools read:
+
+Per (site, param), ``param`` holding the model's parameter names (MODELS.md):
+    ``u_mean``, ``u_sd``, ``u_q05``, ``u_q50``, ``u_q95``: posterior of the
+    scaled parameters u in [0, 1]; ``theta_mean``, ``theta_q05``,
+    ``theta_q50``, ``theta_q95``: the same in physical units (quantiles map
+    through the monotone u -> theta transform; the mean is of theta draws);
+    ``rhat``: rank-normalised split R-hat (Vehtari et al. 2021, BlackJAX
+    ``rhat``); ``ess``: bulk effective sample size (BlackJAX ``ess_bulk``).
+Per (site, layer), gC m-3:
+    ``soc_q05``, ``soc_q50``, ``soc_q95``, ``soc_mean``: the model's
+    steady-state SOC per layer under the posterior (``predictive_draws``
+    draws spread over the chains; the model's prediction of the true profile,
+    without observation noise).
+Per (site, obs):
+    ``soc_obs`` (the observations), ``soc_fit``: the model at the posterior
+    mean ``u_mean`` at the observed depths.
+Per site:
+    ``nse``: Nash-Sutcliffe efficiency of ``soc_fit`` (PRODA's point
+    estimate); ``accepted``: PRODA's filter, mean R-hat over the parameters
+    < 1.05 and NSE > 0 and a valid steady state at ``u_mean``; ``rhat_max``,
+    ``rhat_mean``, ``ess_min``; ``acceptance_rate`` and ``divergences``
+    (after warmup, summed over chains); ``stock_1m_mean``, ``stock_1m_q05``,
+    ``stock_1m_q95`` (kgC m-2, under the posterior); ``n_obs``;
+    ``start_ok`` (every chain started at a finite log density);
+    ``model_evals`` (steady-state evaluations spent, gradient evaluations
+    for HMC/NUTS, counting NUTS at its cap).
+Optional, with ``keep_draws > 0``: ``draws_u`` (site, chain, draw, param),
+every chain thinned to ``keep_draws`` draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from .._diagnostics import soc_stock
+from .._grid import DZ, N_LAYERS, ZISOI, ZSOI
+from ._likelihood import nse as _nse
+from ._likelihood import safe_depth
+from .._pchip import observe
+
+RHAT_THRESHOLD = 1.05
+"""PRODA's convergence threshold on the (mean) R-hat."""
+
+
+@jax.jit
+def _rhat_ess(x):
+    """x: (site, chain, draw, param) -> R-hat and bulk ESS (site, param)."""
+    s, c, n, d = x.shape
+    flat = jnp.moveaxis(x, 3, 1).reshape(s * d, c, n)
+    rhat = jax.vmap(blackjax.rhat)(flat).reshape(s, d)
+    ess = jax.vmap(blackjax.ess_bulk)(flat).reshape(s, d)
+    return rhat, ess
+
+
+def rhat_and_ess(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised split R-hat and bulk ESS of draws (site, chain, draw, param).
+
+    A parameter whose draws do not vary at all (a chain that never moved)
+    gets R-hat = inf and ESS = 0, so it fails every convergence filter.
+    """
+    rhat, ess = (np.asarray(a) for a in _rhat_ess(jnp.asarray(u)))
+    stuck = np.ptp(u, axis=2).min(axis=1) == 0.0
+    rhat = np.where(stuck | ~np.isfinite(rhat), np.inf, rhat)
+    ess = np.where(stuck | ~np.isfinite(ess), 0.0, ess)
+    return rhat, ess
+
+
+def _steady_fields(model, u, forcing, depth, mask):
+    """Observable SOC per layer, its value at the observed depths, and validity."""
+
+    def one(uu, f, dd, mm):
+        st = model.steady_state(uu, f)
+        return st.soc, observe(st.soc, safe_depth(dd, mm)), st.valid
+
+    return jax.jit(jax.vmap(one))(u, forcing, depth, mask)
+
+
+def _predictive(model, u_draws, forcing):
+    """SOC per layer at draws (site, k, param) -> (site, k, layer), validity (site, k)."""
+
+    def one(uk, f):
+        st = jax.vmap(lambda uu: model.steady_state(uu, f))(uk)
+        return st.soc, st.valid
+
+    soc, valid = jax.jit(jax.vmap(one))(u_draws, forcing)
+    return np.asarray(soc), np.asarray(valid)
+
+
+def summarize(
+    model,
+    forcing,
+    obs,
+    draws,
+    *,
+    site_id=None,
+    site_index=None,
+    keep_draws: int = 0,
+    predictive_draws: int = 100,
+    seed: int = 0,
+    attrs: Mapping | None = None,
+) -> xr.Dataset:
+    """The posterior dataset of a batch (see the module docstring for its variables).
+
+    ``draws`` has ``u`` (site, chain, draw, param) and per-chain statistics
+    (``acceptance``, ``divergences``, ``step_size``, ``start_ok``,
+    ``n_evals``) as produced by :func:`soiljax.calibration.calibrate`.
+    """
+    from .. import io as _io
+
+    space = model.space
+    u = np.asarray(draws.u)
+    n_site, n_chain, n_draw, d = u.shape
+    flat = u.reshape(n_site, n_chain * n_draw, d)
+    q05, q50, q95 = np.quantile(flat, [0.05, 0.5, 0.95], axis=1)
+    u_mean = flat.mean(axis=1)
+    theta = np.asarray(space.to_physical(jnp.asarray(flat)))
+    rhat, ess = rhat_and_ess(u)
+
+    mask = np.asarray(obs.mask)
+    depth = np.asarray(obs.depth)
+    soc_obs = np.asarray(obs.soc)
+    _, fit, valid_mean = (np.asarray(a) for a in _steady_fields(model, jnp.asarray(u_mean), forcing,
+                                                                 jnp.asarray(depth), jnp.asarray(mask)))
+    fit = np.where(mask, fit, np.nan)
+    nse = np.asarray(jax.vmap(_nse)(jnp.asarray(np.where(mask, fit, 0.0)), jnp.asarray(soc_obs), jnp.asarray(mask)))
+    nse = np.where(valid_mean, nse, -np.inf)
+
+    # the model's SOC under the posterior, from draws spread evenly over the chains
+    k = max(1, min(int(predictive_draws), n_chain * n_draw))
+    pick = np.linspace(0, n_chain * n_draw - 1, k).round().astype(int)
+    soc_k, valid_k = _predictive(model, jnp.asarray(flat[:, pick]), forcing)
+    soc_k = np.where(valid_k[..., None], soc_k, np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            soc_q = np.nanquantile(soc_k, [0.05, 0.5, 0.95], axis=1)
+            soc_mean = np.nanmean(soc_k, axis=1)
+            stock = np.asarray(soc_stock(jnp.asarray(np.nan_to_num(soc_k)), 1.0))
+            stock = np.where(valid_k, stock, np.nan)
+            stock_q = np.nanquantile(stock, [0.05, 0.95], axis=1)
+            stock_mean = np.nanmean(stock, axis=1)
+
+    rhat_mean = rhat.mean(axis=1)
+    accepted = (rhat_mean < RHAT_THRESHOLD) & (nse > 0.0) & valid_mean
+    sp = ("site", "param")
+    unit_u = {"units": "1"}
+    data = {
+        "u_mean": (sp, u_mean, {**unit_u, "long_name": "posterior mean of the scaled parameter"}),
+        "u_sd": (sp, flat.std(axis=1, ddof=1), {**unit_u, "long_name": "posterior standard deviation of u"}),
+        "u_q05": (sp, q05, {**unit_u, "long_name": "posterior 5% quantile of u"}),
+        "u_q50": (sp, q50, {**unit_u, "long_name": "posterior median of u"}),
+        "u_q95": (sp, q95, {**unit_u, "long_name": "posterior 95% quantile of u"}),
+        "theta_mean": (sp, theta.mean(axis=1), {"long_name": "posterior mean of the physical parameter"}),
+        "theta_q05": (sp, np.asarray(space.to_physical(jnp.asarray(q05))), {"long_name": "5% quantile, physical"}),
+        "theta_q50": (sp, np.asarray(space.to_physical(jnp.asarray(q50))), {"long_name": "median, physical"}),
+        "theta_q95": (sp, np.asarray(space.to_physical(jnp.asarray(q95))), {"long_name": "95% quantile, physical"}),
+        "rhat": (sp, rhat, {"units": "1", "long_name": "rank-normalised split R-hat"}),
+        "ess": (sp, ess, {"units": "1", "long_name": "bulk effective sample size"}),
+        "rhat_max": ("site", rhat.max(axis=1), {"units": "1", "long_name": "largest R-hat over the parameters"}),
+        "rhat_mean": ("site", rhat_mean, {"units": "1", "long_name": "mean R-hat over the parameters (PRODA)"}),
+        "ess_min": ("site", ess.min(axis=1), {"units": "1", "long_name": "smallest bulk ESS over the parameters"}),
+        "nse": ("site", nse, {"units": "1", "long_name": "Nash-Sutcliffe efficiency of the model at u_mean"}),
+        "accepted": ("site", accepted, {"long_name": "PRODA filter: mean R-hat < 1.05, NSE > 0, valid at u_mean"}),
+        "valid_mean": ("site", valid_mean.astype(bool), {"long_name": "steady state at u_mean is valid"}),
+        "soc_q05": (("site", "layer"), soc_q[0], {"units": "gC m-3", "long_name": "5% quantile of modelled SOC"}),
+        "soc_q50": (("site", "layer"), soc_q[1], {"units": "gC m-3", "long_name": "median of modelled SOC"}),
+        "soc_q95": (("site", "layer"), soc_q[2], {"units": "gC m-3", "long_name": "95% quantile of modelled SOC"}),
+        "soc_mean": (("site", "layer"), soc_mean, {"units": "gC m-3", "long_name": "posterior mean of modelled SOC"}),
+        "soc_obs": (("site", "obs"), np.where(mask, soc_obs, np.nan), {"units": "gC m-3", "long_name": "observed SOC"}),
+        "obs_depth": (("site", "obs"), np.where(mask, depth, np.nan), {"units": "m", "long_name": "observation depth"}),
+        "soc_fit": (("site", "obs"), fit, {"units": "gC m-3", "long_name": "model at u_mean at the observed depths"}),
+        "stock_1m_mean": ("site", stock_mean, {"units": "kgC m-2", "long_name": "posterior mean SOC stock to 1 m"}),
+        "stock_1m_q05": ("site", stock_q[0], {"units": "kgC m-2", "long_name": "5% quantile of SOC stock to 1 m"}),
+        "stock_1m_q95": ("site", stock_q[1], {"units": "kgC m-2", "long_name": "95% quantile of SOC stock to 1 m"}),
+        "acceptance_rate": ("site", np.asarray(draws.acceptance).mean(axis=1), {"units": "1"}),
+        "divergences": ("site", np.asarray(draws.divergences).sum(axis=1), {"units": "1"}),
+        "step_size": (("site", "chain"), np.asarray(draws.step_size), {"units": "1"}),
+        "n_obs": ("site", mask.sum(axis=1), {"units": "1", "long_name": "usable observed layers"}),
+        "start_ok": ("site", np.asarray(draws.start_ok).astype(bool), {}),
+        "model_evals": ("site", np.asarray(draws.n_evals), {"units": "1", "long_name": "model evaluations spent"}),
+    }
+    if keep_draws > 0:
+        t = np.linspace(0, n_draw - 1, min(int(keep_draws), n_draw)).round().astype(int)
+        data["draws_u"] = (("site", "chain", "draw", "param"), u[:, :, t], {**unit_u, "long_name": "thinned draws"})
+    site = np.asarray(site_id) if site_id is not None else (
+        np.arange(n_site) if site_index is None else np.asarray(site_index))
+    coords = {
+        "site": site,
+        "param": ("param", np.array(space.names)),
+        "layer": ("layer", np.arange(1, N_LAYERS + 1)),
+        "z": ("layer", np.asarray(ZSOI), {"units": "m", "long_name": "node depth of the layer"}),
+        "dz": ("layer", np.asarray(DZ), {"units": "m"}),
+        "z_bottom": ("layer", np.asarray(ZISOI), {"units": "m"}),
+        "chain": ("chain", np.arange(n_chain)),
+    }
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update(_io._provenance(f"soiljax {type(model).__name__} calibration"))
+    ds.attrs.update({k: _io._attr_value(v) for k, v in (attrs or {}).items()})
+    return ds
+
+
+def write_posterior(ds: xr.Dataset, path) -> Path:
+    """Write a posterior dataset atomically (booleans stored as int8)."""
+    from .. import io as _io
+
+    out = ds.copy()
+    for name in ("accepted", "valid_mean", "start_ok"):
+        if name in out:
+            out[name] = out[name].astype("int8")
+    return _io._write(out, path)
+
+
+def read_posterior(path) -> xr.Dataset:
+    """Read a posterior file written by :func:`calibrate` (flags back as bool)."""
+    from .. import io as _io
+
+    ds = _io._open(path, "posterior", _io.FileFormatError)
+    for name in ("accepted", "valid_mean", "start_ok"):
+        if name in ds:
+            ds[name] = ds[name].astype(bool)
+    return ds
