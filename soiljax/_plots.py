@@ -158,3 +158,37 @@ def demo_figures(clm5: xr.Dataset, compas: xr.Dataset, out_dir) -> list[Path]:
         fig.savefig(path, dpi=110)
         written.append(path)
     return written
+
+
+def calibration_figure(post: xr.Dataset, sites=None, truth: xr.Dataset | None = None, max_depth: float = 2.0,
+                       ncols: int = 3):
+    """Observed vs fitted profiles of calibrated sites.
+
+    Per site: the observations (points), the posterior median of the modelled
+    SOC per layer with its 90% band, and the true profile when ``truth``
+    (a dataset with ``soc_true_layer`` (site, layer)) is given.
+    """
+    sites = list(range(min(6, post.sizes["site"]))) if sites is None else list(sites)
+    nrows = -(-len(sites) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    z = post["z"].values
+    shown = z <= max_depth
+    for ax, i in zip(axes, sites):
+        p = post.isel(site=i)
+        ax.fill_betweenx(z[shown], p["soc_q05"].values[shown] / 1e3, p["soc_q95"].values[shown] / 1e3,
+                         color="tab:blue", alpha=0.25, label="90% band")
+        ax.plot(p["soc_q50"].values[shown] / 1e3, z[shown], color="tab:blue", label="posterior median")
+        if truth is not None and "soc_true_layer" in truth:
+            ax.plot(truth["soc_true_layer"].values[i][shown] / 1e3, z[shown], "k--", lw=1, label="truth")
+        ax.plot(p["soc_obs"].values / 1e3, p["obs_depth"].values, "o", color="tab:red", ms=4, label="observed")
+        label = p["site"].values.item()
+        extra = f" {p['soil_group'].values.item()}" if "soil_group" in p.coords else ""
+        ax.set_title(f"{label}{extra}: NSE {float(p['nse']):.2f}", fontsize=9)
+        ax.set_ylim(max_depth, 0)
+        ax.set_xlabel("SOC (kgC m-3)")
+        ax.set_ylabel("depth (m)")
+    for ax in axes[len(sites):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    return fig

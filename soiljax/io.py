@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -56,6 +54,7 @@ from ._forcing import FORCING_UNITS, FORCING_VARIABLES, Forcing, ForcingError
 from ._grid import DZ, N_LAYERS, ZISOI, ZSOI
 from ._observations import OM_TO_SOC_HINT, ObservationError, Observations
 from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
+from ._parts import parts_dir
 
 N_MONTHS = 12
 STOCK_DEPTHS: tuple[float, ...] = (0.3, 1.0, 2.0)
@@ -765,12 +764,6 @@ def _fingerprint(model, u: np.ndarray, forcing: Forcing, batch_size: int) -> str
     return h.hexdigest()
 
 
-def parts_dir(path) -> Path:
-    """Folder of the part files of an unfinished :func:`simulate_to_file` run."""
-    path = Path(path)
-    return path.with_name(path.name + ".parts")
-
-
 def simulate_to_file(
     model,
     u,
@@ -797,6 +790,7 @@ def simulate_to_file(
     the wrapper (``progress(iterable, total=...)``).
     """
     from ._batch import batched_steady_state
+    from ._parts import PartsMismatchError, run_in_parts
 
     if len(forcing.batch_shape) != 1:
         raise ValueError(f"simulate_to_file expects a forcing with one leading site axis, got {forcing.batch_shape}")
@@ -804,50 +798,12 @@ def simulate_to_file(
     u = _broadcast_u(model, u, n)
     batch_size = max(1, min(int(batch_size), n))
     n_batches = -(-n // batch_size)
-    parts = parts_dir(path)
-    manifest_path = parts / "manifest.json"
-    fingerprint = _fingerprint(model, u, forcing, batch_size)
-    if parts.exists():
-        same = False
-        if manifest_path.exists():
-            try:
-                same = json.loads(manifest_path.read_text()).get("fingerprint") == fingerprint
-            except (OSError, ValueError):
-                same = False
-        if not resume or not same:
-            if resume and not same:
-                raise FileFormatError(
-                    f"{str(parts)!r} holds part files of a run with other inputs (forcing, parameters, model "
-                    "or batch size); remove that folder or start over with resume=False (--restart)"
-                )
-            shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    if not manifest_path.exists():
-        manifest_path.write_text(
-            json.dumps({"fingerprint": fingerprint, "n_sites": n, "batch_size": batch_size, "n_batches": n_batches})
-        )
 
-    def part_file(i: int) -> Path:
-        return parts / f"part_{i:06d}.nc"
-
-    todo = [i for i in range(n_batches) if not _readable(part_file(i))]
-    iterator = todo
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(todo, total=len(todo), desc=f"{_model_name(model)} batches", unit="batch",
-                        initial=0, disable=len(todo) <= 1)
-    elif callable(progress):
-        iterator = progress(todo, total=len(todo))
-
-    for i in iterator:
-        lo, hi = i * batch_size, min((i + 1) * batch_size, n)
-        f_b = forcing[lo:hi]
-        u_b = u[lo:hi]
+    def compute(lo: int, hi: int) -> xr.Dataset:
+        f_b, u_b = forcing[lo:hi], u[lo:hi]
         if hi - lo < batch_size and n_batches > 1:
             # pad the last batch to the common shape: one compiled program for every batch
-            pad = batch_size - (hi - lo)
-            idx = np.concatenate([np.arange(lo, hi), np.full(pad, hi - 1)])
+            idx = np.concatenate([np.arange(lo, hi), np.full(batch_size - (hi - lo), hi - 1)])
             f_b, u_b = forcing[idx], u[idx]
         steady = batched_steady_state(model, u_b, f_b)
         comps = _components(model, u_b, f_b, steady)
@@ -858,28 +814,21 @@ def simulate_to_file(
         ds = results_dataset(model, u[lo:hi], forcing[lo:hi], steady, sites=sub_sites, components=comps, attrs=attrs)
         if sites is None:
             ds = ds.assign_coords(site=np.arange(lo, hi))
-        _write(ds, part_file(i))
+        return ds
 
-    pieces = []
-    for i in range(n_batches):
-        with xr.open_dataset(part_file(i), engine=netcdf_engine()) as p:
-            pieces.append(p.load())
-    merged = xr.concat(pieces, dim="site", data_vars="minimal", coords="minimal", compat="override", join="override")
-    merged.attrs = dict(pieces[0].attrs)
-    merged["valid"] = merged["valid"].astype(bool)
-    write_results(merged, path)
-    shutil.rmtree(parts)
-    return merged
+    def finalize(merged: xr.Dataset) -> xr.Dataset:
+        merged["valid"] = merged["valid"].astype(bool)
+        return merged
 
-
-def _readable(path: Path) -> bool:
-    if not path.exists():
-        return False
     try:
-        with xr.open_dataset(path, engine=netcdf_engine()) as ds:
-            return "state" in ds.variables
-    except Exception:  # noqa: BLE001 - a truncated part is recomputed
-        return False
+        return run_in_parts(path, n=n, batch_size=batch_size, fingerprint=_fingerprint(model, u, forcing, batch_size),
+                            compute=compute, write=_write, required="state", resume=resume, progress=progress,
+                            desc=f"{_model_name(model)} batches", finalize=finalize)
+    except PartsMismatchError as exc:
+        raise FileFormatError(
+            f"{str(parts_dir(path))!r} holds part files of a run with other inputs (forcing, parameters, model "
+            "or batch size); remove that folder or start over with resume=False (--restart)"
+        ) from exc
 
 
 __all__ = [

@@ -30,3 +30,5 @@ from ._summary import read_posterior as read_posterior
 from ._summary import rhat_and_ess as rhat_and_ess
 from ._summary import summarize as summarize
 from ._summary import write_posterior as write_posterior
+from ._numpyro import numpyro_model as numpyro_model
+from ._numpyro import sample_numpyro as sample_numpyro

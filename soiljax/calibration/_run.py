@@ -80,38 +80,43 @@ def _start_points(model, likelihood, forcing, obs, keys, n_candidates: int):
 # --------------------------------------------------------------------------
 
 
+class ProfilePosterior(eqx.Module):
+    """Maps one site's data ``(forcing, obs)`` to its log density of ``z``."""
+
+    model: AbstractSoilModel
+    likelihood: AbstractLikelihood
+
+    def __call__(self, data):
+        forcing, obs = data
+        return log_density(self.model, self.likelihood, forcing, obs)
+
+
 @eqx.filter_jit
-def _gradient_init(model, likelihood, sampler, forcing, obs, z0):
-    def per_site(f, o, z):
-        ld = log_density(model, likelihood, f, o)
+def _gradient_init(target, sampler, data, z0):
+    def per_site(dd, z):
+        ld = target(dd)
         return jax.vmap(lambda zc: sampler.init(None, zc, ld))(z)
 
-    return jax.vmap(per_site)(forcing, obs, z0)
+    return jax.vmap(per_site)(data, z0)
 
 
 @eqx.filter_jit
-def _gradient_chunk(model, likelihood, sampler, phase, forcing, obs, carry, keys, iters, flags):
-    """Advance every chain of every site by ``len(iters)`` iterations of ``phase``."""
+def _gradient_chunk(target, sampler, data, carry, keys, iters, flags):
+    """Advance every chain of every site by ``len(iters)`` iterations."""
 
-    def per_site(f, o, c, k):
-        ld = log_density(model, likelihood, f, o)
-        step = sampler.warmup_step if phase == "warmup" else sampler.sample_step
+    def per_site(dd, c, k):
+        ld = target(dd)
 
         def per_chain(cc, kc):
             def body(state, xs):
                 i, fl = xs
-                return step(jax.random.fold_in(kc, i), state, fl, ld)
+                return sampler.step(jax.random.fold_in(kc, i), state, fl, ld)
 
             return jax.lax.scan(body, cc, (iters, flags))
 
         return jax.vmap(per_chain)(c, k)
 
-    return jax.vmap(per_site)(forcing, obs, carry, keys)
-
-
-@eqx.filter_jit
-def _finish_warmup(sampler, carry):
-    return jax.vmap(jax.vmap(sampler.finish_warmup))(carry)
+    return jax.vmap(per_site)(data, carry, keys)
 
 
 def _proda_cost(model, likelihood, f, o):
@@ -187,40 +192,74 @@ def _site_keys(seed: int, site_index: np.ndarray, chains: int):
     return keys  # (site, chains + 1, 2): [:, 0] for starts, [:, 1:] per chain
 
 
-def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, samples, chunk, bar):
-    z0, start_ok = _start_points(model, likelihood, forcing, obs, keys, 16)
-    chain_keys = keys[:, 1:]
-    carry = _gradient_init(model, likelihood, sampler, forcing, obs, z0)
-    slow, end = warmup_schedule(warmup)
-    for a, b in _chunks(warmup, chunk):
-        iters = jnp.arange(a, b)
-        flags = (jnp.asarray(slow[a:b]), jnp.asarray(end[a:b]))
-        carry, _ = _gradient_chunk(model, likelihood, sampler, "warmup", forcing, obs, carry, chain_keys, iters, flags)
-        bar(b - a)
-    carry = _finish_warmup(sampler, carry)
+def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, samples: int,
+                    chunk: int = DEFAULT_CHUNK, bar: Callable[[int], object] | None = None, sharding=None):
+    """Warm up and sample HMC/NUTS chains for a batch of targets, in lock-step.
+
+    ``target(data_i)`` returns the log density (a function of z) of site
+    ``i``; ``data`` is a pytree with a leading site axis; ``z0`` is
+    (site, chain, param); ``chain_keys`` (site, chain, 2).  Returns the draws
+    of z (site, chain, draw, param) and a dict of statistics per chain:
+    ``acceptance`` (mean acceptance probability after warmup),
+    ``divergences`` (after warmup), ``step_size`` (adapted), ``n_steps``
+    (gradient evaluations, warmup included), and ``lockstep_steps``, the
+    evaluations the batch paid for in lock-step (the per-iteration maximum).  Works for
+    any log density, which is how the sampler is tested on known posteriors.
+    ``sharding`` (a ``NamedSharding`` over the site axis) spreads the sites
+    over devices; the site count must be a multiple of the device count.
+    """
+    bar = bar or (lambda k: None)
+    if sharding is not None:
+        data, z0, chain_keys = jax.device_put((data, z0, chain_keys), sharding)
+    # strong dtypes: otherwise the first chunk's weakly typed scalars would
+    # make the second chunk compile a second program
+    carry = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=x.dtype), _gradient_init(target, sampler, data, z0))
     n_site, n_chain = z0.shape[:2]
-    z = np.empty((n_site, n_chain, samples, model.n_params))
+    n_steps = np.zeros((n_site, n_chain), dtype=np.int64)
+    lockstep = 0
+    total = warmup + samples
+    slow, end = warmup_schedule(warmup)
+    adapting = np.arange(total) < warmup
+    flags_all = (adapting, np.concatenate([slow, np.zeros(samples, bool)]),
+                 np.concatenate([end, np.zeros(samples, bool)]), np.arange(total) == warmup - 1)
+    z = np.empty((n_site, n_chain, samples, z0.shape[-1]))
     acc = np.zeros((n_site, n_chain))
     div = np.zeros((n_site, n_chain), dtype=np.int64)
-    sample_keys = jax.vmap(jax.vmap(lambda k: jax.random.fold_in(k, 1)))(chain_keys)
-    for a, b in _chunks(samples, chunk):
-        iters = jnp.arange(a, b)
-        flags = (jnp.zeros(b - a, bool), jnp.zeros(b - a, bool))
-        carry, rec = _gradient_chunk(model, likelihood, sampler, "sample", forcing, obs, carry, sample_keys, iters, flags)
-        z[:, :, a:b] = np.asarray(rec.position)
-        acc += np.asarray(rec.acceptance).sum(axis=2)
-        div += np.asarray(rec.divergent).sum(axis=2)
-        bar(b - a)
-    steps = sampler.num_integration_steps if isinstance(sampler, HMC) else 2**sampler.max_num_doublings - 1
-    n_evals = np.full(n_site, n_chain * (warmup + samples) * steps + n_chain * 16)
-    u = np.asarray(jax.nn.sigmoid(z))
+    # Every chunk has the same length, so one program is compiled.  The last
+    # chunk may run past the end: its extra iterations are sampling iterations
+    # (no adaptation) whose records are dropped.
+    for a in range(0, total, chunk):
+        idx = np.minimum(np.arange(a, a + chunk), total - 1)
+        flags = tuple(jnp.asarray(f[idx]) for f in flags_all)
+        carry, rec = _gradient_chunk(target, sampler, data, carry, chain_keys, jnp.arange(a, a + chunk), flags)
+        keep = min(chunk, total - a)
+        steps = np.asarray(rec.n_steps)[:, :, :keep]
+        n_steps += steps.sum(axis=2)
+        lockstep += int(steps.max(axis=(0, 1)).sum())
+        s0 = max(a, warmup)
+        if s0 < a + keep:
+            sl = slice(s0 - a, keep)
+            z[:, :, s0 - warmup : a + keep - warmup] = np.asarray(rec.position)[:, :, sl]
+            acc += np.asarray(rec.acceptance)[:, :, sl].sum(axis=2)
+            div += np.asarray(rec.divergent)[:, :, sl].sum(axis=2)
+        bar(keep)
+    stats = {"acceptance": acc / max(samples, 1), "divergences": div, "step_size": np.asarray(carry[1].step_size),
+             "n_steps": n_steps, "lockstep_steps": int(lockstep)}
+    return z, stats
+
+
+def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding):
+    z0, start_ok = _start_points(model, likelihood, forcing, obs, keys, 16)
+    target = ProfilePosterior(model, likelihood)
+    z, stats = sample_gradient(target, sampler, (forcing, obs), z0, keys[:, 1:], warmup=warmup, samples=samples,
+                               chunk=chunk, bar=bar, sharding=sharding)
     return _BatchDraws(
-        u=u,
-        acceptance=acc / max(samples, 1),
-        divergences=div,
-        step_size=np.asarray(carry[1].step_size),
+        u=np.asarray(jax.nn.sigmoid(z)),
+        acceptance=stats["acceptance"],
+        divergences=stats["divergences"],
+        step_size=stats["step_size"],
         start_ok=np.asarray(start_ok).all(axis=1),
-        n_evals=n_evals,
+        n_evals=stats["n_steps"].sum(axis=1) + z0.shape[1] * 16,
     )
 
 
@@ -310,6 +349,7 @@ def calibrate(
     predictive_draws: int = 100,
     site_id=None,
     chunk: int = DEFAULT_CHUNK,
+    mesh=None,
     attrs: Mapping | None = None,
 ) -> xr.Dataset:
     """Posterior of every profile's parameters; returns (and writes) an xarray Dataset.
@@ -326,7 +366,9 @@ def calibrate(
 
     ``batch_size`` profiles are sampled together (each with ``chains``
     chains); with ``out`` every finished batch is written to a part file
-    next to ``out`` and a rerun with the same inputs resumes.  The dataset's
+    next to ``out`` and a rerun with the same inputs resumes.  ``mesh``
+    (:func:`soiljax.site_mesh`) spreads each batch's profiles over devices
+    (HMC/NUTS).  The dataset's
     variables are described in :func:`soiljax.calibration.summarize`.
     """
     sampler = sampler_for(method)
@@ -334,6 +376,13 @@ def calibrate(
     _check_inputs(model, forcing, obs, chains, warmup, samples)
     n = forcing.batch_shape[0]
     batch_size = max(1, min(int(batch_size), n))
+    sharding = None
+    if mesh is not None:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        n_dev = mesh.devices.size
+        batch_size = -(-batch_size // n_dev) * n_dev
+        sharding = NamedSharding(mesh, PartitionSpec("site"))
     proda = isinstance(sampler, ProdaMetropolis)
     iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else warmup + samples
     n_batches = -(-n // batch_size)
@@ -364,7 +413,7 @@ def calibrate(
     def compute(lo: int, hi: int) -> xr.Dataset:
         m = hi - lo
         idx = np.arange(lo, hi)
-        if m < batch_size and n_batches > 1:  # pad: one compiled program for every batch
+        if m < batch_size:  # pad: one compiled program for every batch, a multiple of the devices
             idx = np.concatenate([idx, np.full(batch_size - m, hi - 1)])
         f_b, o_b = forcing[idx], obs[idx]
         keys = _site_keys(seed, idx, chains)
@@ -373,7 +422,7 @@ def calibrate(
                                   bar=bar)
         else:
             draws = _sample_gradient(model, likelihood, sampler, f_b, o_b, keys, warmup=warmup, samples=samples,
-                                     chunk=chunk, bar=bar)
+                                     chunk=chunk, bar=bar, sharding=sharding)
         draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
         labels = None if site_id is None else np.asarray(site_id)[lo:hi]
         return summarize(model, forcing[lo:hi], obs[lo:hi], draws, site_id=labels, site_index=np.arange(lo, hi),

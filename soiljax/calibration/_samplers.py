@@ -7,10 +7,13 @@ solves of the whole batch run as one vectorised call.  A sampler is an
 
 ``init(key, z0, logdensity)``
     the state of one chain at unconstrained position ``z0``;
-``warmup_step(key, state, i, logdensity)`` / ``sample_step(key, state, i, logdensity)``
-    one iteration of one chain, ``i`` the iteration number within the phase;
-    each returns the new state and a small record (position, log density,
-    acceptance probability, divergence flag).
+``step(key, state, flags, logdensity)``
+    one iteration of one chain, warmup or sampling as ``flags`` say (see
+    :func:`warmup_schedule`); returns the new state and a small
+    :class:`Record` (position, log density, acceptance probability,
+    divergence flag, gradient evaluations).
+
+PRODA's sampler has its own steps (``random_walk_step``, ``adaptive_step``).
 
 :class:`HMC` and :class:`NUTS` (BlackJAX kernels) adapt a step size by dual
 averaging and a diagonal mass matrix in Stan's windowed schedule, per chain.
@@ -31,8 +34,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.mass_matrix import welford_algorithm
-from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.adaptation.mass_matrix import WelfordAlgorithmState, welford_algorithm
+from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
 from blackjax.mcmc import hmc as _bj_hmc
 from blackjax.mcmc import nuts as _bj_nuts
 from jaxtyping import Array, Bool, Float, Int
@@ -45,6 +48,7 @@ class Record(eqx.Module):
     logdensity: Float[Array, ""]
     acceptance: Float[Array, ""]
     divergent: Bool[Array, ""]
+    n_steps: Int[Array, ""]  # model (gradient) evaluations spent by the iteration
 
 
 # --------------------------------------------------------------------------
@@ -85,14 +89,26 @@ def warmup_schedule(num_warmup: int) -> tuple[np.ndarray, np.ndarray]:
 class AdaptState(eqx.Module):
     """Dual-averaging step size and Welford mass-matrix state of one chain."""
 
-    da: tuple
-    welford: tuple
-    inverse_mass: Float[Array, " param"]
+    da: DualAveragingAdaptationState
+    welford: WelfordAlgorithmState
+    inverse_mass: Float[Array, "param *param"]
     step_size: Float[Array, ""]
 
 
+def _select(flag, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(flag, x, y), a, b)
+
+
 class _Gradient(eqx.Module):
-    """Shared machinery of the gradient-based samplers."""
+    """Shared machinery of the gradient-based samplers: Stan-style adaptation.
+
+    One ``step`` serves warmup and sampling (one compiled program); the
+    iteration's ``flags`` = (adapting, slow, window_end, last) switch the
+    adaptation on and off: step size by dual averaging towards
+    ``target_acceptance`` while adapting, the mass matrix from the Welford
+    estimate of each slow window (regularised as Stan does), and the
+    dual-averaging mean step size from the last warmup iteration on.
+    """
 
     target_acceptance: eqx.AbstractVar[float]
     initial_step_size: eqx.AbstractVar[float]
@@ -106,66 +122,39 @@ class _Gradient(eqx.Module):
         da_init, _, _ = dual_averaging_adaptation(self.target_acceptance)
         w_init, _, _ = welford_algorithm(not self.dense_mass)
         d = z0.shape[-1]
-        state = _bj_hmc.init(z0, logdensity)
+        step = jnp.asarray(self.initial_step_size, dtype=z0.dtype)
         adapt = AdaptState(
-            da=tuple(da_init(jnp.asarray(self.initial_step_size, dtype=z0.dtype))),
-            welford=tuple(w_init(d)),
+            da=da_init(step),
+            welford=w_init(d),
             inverse_mass=jnp.eye(d, dtype=z0.dtype) if self.dense_mass else jnp.ones(d, dtype=z0.dtype),
-            step_size=jnp.asarray(self.initial_step_size, dtype=z0.dtype),
+            step_size=step,
         )
-        return state, adapt
+        return _bj_hmc.init(z0, logdensity), adapt
 
-    def warmup_step(self, key, carry, flags, logdensity):
-        """One adaptive iteration; ``flags`` = (slow, window_end) of this iteration."""
+    def step(self, key, carry, flags, logdensity):
+        """One iteration of one chain; adapts while ``flags[0]`` is true."""
         state, adapt = carry
-        slow, window_end = flags
-        _, da_update, da_final = dual_averaging_adaptation(self.target_acceptance)
+        adapting, slow, window_end, last = flags
+        da_init, da_update, da_final = dual_averaging_adaptation(self.target_acceptance)
         w_init, w_update, w_final = welford_algorithm(not self.dense_mass)
-        new, acc, div = self._kernel_step(key, state, logdensity, adapt.step_size, adapt.inverse_mass)
+        new, acc, div, steps = self._kernel_step(key, state, logdensity, adapt.step_size, adapt.inverse_mass)
         acc = jnp.where(jnp.isfinite(acc), acc, 0.0)
-        da = da_update(type_da(adapt.da), acc)
-        welford = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(slow, a, b), tuple(w_update(type_w(adapt.welford), new.position)), adapt.welford
-        )
+
+        da = da_update(adapt.da, acc)
         step_size = jnp.exp(da.log_step_size)
+        welford = _select(slow, w_update(adapt.welford, new.position), adapt.welford)
         # end of a slow window: new mass matrix (Stan's regularisation), restart step size
-        cov, count, _ = w_final(type_w(welford))
+        cov, count, _ = w_final(welford)
         count = jnp.asarray(count, dtype=cov.dtype)
         shrink = 1e-3 * (5.0 / (count + 5.0))
         regularised = (count / (count + 5.0)) * cov + (shrink * jnp.eye(cov.shape[-1]) if self.dense_mass else shrink)
         inverse_mass = jnp.where(window_end, regularised, adapt.inverse_mass)
-        da_restart = dual_averaging_adaptation(self.target_acceptance)[0](step_size)
-        da = jax.tree_util.tree_map(lambda a, b: jnp.where(window_end, a, b), tuple(da_restart), tuple(da))
-        welford = jax.tree_util.tree_map(
-            lambda a, b: jnp.where(window_end, a, b), tuple(w_init(new.position.shape[-1])), welford
-        )
-        adapt = AdaptState(da=da, welford=welford, inverse_mass=inverse_mass, step_size=step_size)
-        return (new, adapt), Record(new.position, new.logdensity, acc, div)
-
-    def finish_warmup(self, carry):
-        """Fix the step size at the dual-averaging average for sampling."""
-        state, adapt = carry
-        _, _, da_final = dual_averaging_adaptation(self.target_acceptance)
-        step = da_final(type_da(adapt.da))
-        return state, AdaptState(adapt.da, adapt.welford, adapt.inverse_mass, step)
-
-    def sample_step(self, key, carry, flags, logdensity):
-        state, adapt = carry
-        new, acc, div = self._kernel_step(key, state, logdensity, adapt.step_size, adapt.inverse_mass)
-        acc = jnp.where(jnp.isfinite(acc), acc, 0.0)
-        return (new, adapt), Record(new.position, new.logdensity, acc, div)
-
-
-def type_da(t):
-    from blackjax.adaptation.step_size import DualAveragingAdaptationState
-
-    return DualAveragingAdaptationState(*t)
-
-
-def type_w(t):
-    from blackjax.adaptation.mass_matrix import WelfordAlgorithmState
-
-    return WelfordAlgorithmState(*t)
+        da = _select(window_end, da_init(step_size), da)
+        welford = _select(window_end, w_init(new.position.shape[-1]), welford)
+        step_size = jnp.where(last, da_final(da), step_size)
+        adapted = AdaptState(da=da, welford=welford, inverse_mass=inverse_mass, step_size=step_size)
+        adapt = _select(adapting, adapted, adapt)
+        return (new, adapt), Record(new.position, new.logdensity, acc, div, steps)
 
 
 class HMC(_Gradient):
@@ -185,7 +174,7 @@ class HMC(_Gradient):
     def _kernel_step(self, key, state, logdensity, step_size, inverse_mass):
         kernel = _bj_hmc.build_kernel()
         new, info = kernel(key, state, logdensity, step_size, inverse_mass, self.num_integration_steps)
-        return new, info.acceptance_rate, info.is_divergent
+        return new, info.acceptance_rate, info.is_divergent, jnp.asarray(self.num_integration_steps)
 
 
 class NUTS(_Gradient):
@@ -203,7 +192,7 @@ class NUTS(_Gradient):
     def _kernel_step(self, key, state, logdensity, step_size, inverse_mass):
         kernel = _bj_nuts.build_kernel()
         new, info = kernel(key, state, logdensity, step_size, inverse_mass, max_num_doublings=self.max_num_doublings)
-        return new, info.acceptance_rate, info.is_divergent
+        return new, info.acceptance_rate, info.is_divergent, jnp.asarray(info.num_integration_steps)
 
 
 # --------------------------------------------------------------------------
@@ -214,7 +203,7 @@ class NUTS(_Gradient):
 class ProdaState(eqx.Module):
     u: Float[Array, " param"]
     cost: Float[Array, ""]
-    welford: tuple
+    welford: WelfordAlgorithmState
     cov: Float[Array, "param param"]
     scale: Float[Array, ""]
     window_accepts: Int[Array, ""]
@@ -257,7 +246,7 @@ class ProdaMetropolis(eqx.Module):
         return ProdaState(
             u=u0,
             cost=cost_fn(u0),
-            welford=tuple(w_init(d)),
+            welford=w_init(d),
             cov=jnp.eye(d, dtype=u0.dtype) * (self.step**2 / 3.0),
             scale=jnp.asarray(1.0, dtype=u0.dtype),
             window_accepts=jnp.asarray(0),
@@ -281,17 +270,17 @@ class ProdaMetropolis(eqx.Module):
         inside = jnp.all((proposal > 0.0) & (proposal < 1.0))
         u, cost, accept = self._accept(k2, state, proposal, inside, i, cost_fn)
         _, w_update, _ = welford_algorithm(False)
-        welford = tuple(w_update(type_w(state.welford), u))
+        welford = w_update(state.welford, u)
         new = ProdaState(u, cost, welford, state.cov, state.scale, state.window_accepts + accept)
-        return new, Record(u, -cost, accept.astype(u.dtype), jnp.asarray(False))
+        return new, Record(u, -cost, accept.astype(u.dtype), jnp.asarray(False), jnp.asarray(1))
 
     def start_adaptive(self, state: ProdaState):
         """Covariance of part 1's chain as the first adaptive proposal; reset counters."""
         w_init, _, w_final = welford_algorithm(False)
-        cov, _, _ = w_final(type_w(state.welford))
+        cov, _, _ = w_final(state.welford)
         d = state.u.shape[-1]
         cov = cov + 1e-10 * jnp.eye(d, dtype=cov.dtype)
-        return ProdaState(state.u, state.cost, tuple(w_init(d)), cov, state.scale, jnp.asarray(0))
+        return ProdaState(state.u, state.cost, w_init(d), cov, state.scale, jnp.asarray(0))
 
     def adaptive_step(self, key, state: ProdaState, i_part, i_total, cost_fn):
         k1, k2 = jax.random.split(key)
@@ -301,7 +290,7 @@ class ProdaMetropolis(eqx.Module):
         inside = jnp.all((proposal > 0.0) & (proposal < 1.0)) & jnp.all(jnp.isfinite(proposal))
         u, cost, accept = self._accept(k2, state, proposal, inside, i_total, cost_fn)
         _, w_update, w_final = welford_algorithm(False)
-        welford = tuple(w_update(type_w(state.welford), u))
+        welford = w_update(state.welford, u)
         accepts = state.window_accepts + accept
         window_done = (i_part + 1) % self.adapt_every == 0
         rate = accepts / self.adapt_every
@@ -311,9 +300,9 @@ class ProdaMetropolis(eqx.Module):
             jnp.where(window_done & (rate > 0.5), state.scale * 2.0, state.scale),
         )
         recompute = window_done & (i_part + 1 >= self.adapt_start)
-        cov_new, _, _ = w_final(type_w(welford))
+        cov_new, _, _ = w_final(welford)
         cov_new = cov_new + 1e-10 * jnp.eye(d, dtype=cov_new.dtype)
         cov = jnp.where(recompute & jnp.all(jnp.isfinite(cov_new)), cov_new, state.cov)
         accepts = jnp.where(window_done, 0, accepts)
         new = ProdaState(u, cost, welford, cov, scale, accepts)
-        return new, Record(u, -cost, accept.astype(u.dtype), jnp.asarray(False))
+        return new, Record(u, -cost, accept.astype(u.dtype), jnp.asarray(False), jnp.asarray(1))
