@@ -114,13 +114,68 @@ def test_demo_writes_its_files(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n-sites", str(N), "--seed", "4"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"forcing.nc", "clm5.nc", "compas.nc", "profiles.png", "soc_stock_latitude.png", "components_scatter.png"} <= names
+    assert {"forcing.nc", "clm5.nc", "compas.nc", "profiles.png", "soc_stock_latitude.png", "components_scatter.png",
+            "obs.nc", "posterior_clm5.nc", "calibration_profiles.png"} <= names
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     text = capsys.readouterr().out
     assert "CLM5" in text and "COMPAS" in text and "valid" in text and "median SOC stock" in text
     clm5 = io.read_results(out / "clm5.nc")
     assert clm5.sizes["site"] == N and "zone" in clm5.coords
+    assert "calibration: CLM5 on" in text
+    post = xr.open_dataset(out / "posterior_clm5.nc")
+    assert 0 < post.sizes["site"] <= 12 and np.isfinite(post["u_mean"].values).all()
+
+
+@pytest.fixture(scope="module")
+def obs_files(tmp_path_factory):
+    """Forcing and observation files of 4 temperate sites observed from CLM5 at its defaults."""
+    from soiljax.synthetic import synthetic_observations
+
+    model = sj.CLM5()
+    forcing, info = synthetic_sites(4, seed=7, zones=["temperate"])
+    obs, _ = synthetic_observations(model, model.default_u(), forcing, seed=7)
+    folder = tmp_path_factory.mktemp("cal")
+    io.write_forcing(forcing, folder / "f.nc", sites=info)
+    io.write_observations(obs, folder / "o.nc", site_id=info["site"].values)
+    return folder / "f.nc", folder / "o.nc"
+
+
+def test_calibrate_command_writes_the_posterior(obs_files, tmp_path, capsys):
+    f, o = obs_files
+    out = tmp_path / "post.nc"
+    argv = ["calibrate", "--model", "clm5", "--forcing", str(f), "--obs", str(o), "--out", str(out),
+            "--warmup", "30", "--samples", "20", "--batch", "2", "--keep-draws", "5", "--no-progress"]
+    assert main(argv) == 0
+    assert "accepted by PRODA's filter" in capsys.readouterr().out
+    post = xr.open_dataset(out)
+    for name in ("u_mean", "u_sd", "u_q05", "u_q50", "u_q95", "rhat", "ess"):
+        assert post[name].dims == ("site", "param")
+    for name in ("nse", "accepted"):
+        assert post[name].dims == ("site",)
+    for name in ("soc_q05", "soc_q50", "soc_q95"):
+        assert post[name].dims == ("site", "layer") and post[name].attrs["units"] == "gC m-3"
+    assert list(post["param"].values) == list(sj.CLM5_SPACE.names)
+    assert post["draws_u"].shape == (4, 3, 5, sj.CLM5_SPACE.size)
+    assert post.attrs["method"] == "nuts" and post.attrs["model"] == "CLM5"
+    assert not (tmp_path / "post.nc.parts").exists()
+
+
+def test_calibrate_command_user_errors(obs_files, forcing_file, tmp_path, capsys):
+    f, o = obs_files
+    base = ["calibrate", "--model", "clm5", "--out", str(tmp_path / "p.nc")]
+    # forcing of 10 sites, observations of 4
+    assert main(base + ["--forcing", str(forcing_file), "--obs", str(o)]) == 2
+    assert "has 10 sites but observation file" in capsys.readouterr().err
+    assert main(base + ["--forcing", str(f), "--obs", str(o), "--chains", "1"]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    bad = tmp_path / "pct.nc"
+    ds = xr.open_dataset(o).load()
+    ds["soc"].attrs["units"] = "%"
+    ds.to_netcdf(bad)
+    assert main(base + ["--forcing", str(f), "--obs", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "soc" in err
 
 
 @pytest.mark.skipif(shutil.which("soiljax") is None, reason="entry point not installed (pip install -e .)")

@@ -19,6 +19,9 @@ from ._likelihood import nse as nse
 from ._likelihood import predict as predict
 from ._likelihood import proda_layer_weights as proda_layer_weights
 from ._likelihood import proda_likelihood as proda_likelihood
+from ._recovery import recovery_statistics as recovery_statistics
+from ._recovery import truth_nse as truth_nse
+from ._recovery import valid_truths as valid_truths
 from ._run import METHODS as METHODS
 from ._run import calibrate as calibrate
 from ._samplers import HMC as HMC
