@@ -292,16 +292,7 @@ def test_log_density_values_match_numpy_and_ignore_padding(evaluated, model_name
             np.testing.assert_allclose(got, expected[name] + log_jac, rtol=1e-10, err_msg=f"{name} row {row}")
 
 
-_GAUSSIAN_NAN = pytest.mark.xfail(
-    strict=True,
-    reason="Gaussian.__call__ divides the raw soc (NaN at padded entries) by s: the masked entries' "
-    "log likelihood is NaN, and where() passes NaN * 0 = NaN back to pred, so the whole gradient is "
-    "NaN for any profile with NaN padding (fix: y = jnp.where(mask, soc, 1.0) before using it)",
-)
-_GRADIENT_CASES = [
-    pytest.param(m, lik, marks=_GAUSSIAN_NAN if lik == "Gaussian" else ())
-    for m in ("CLM5", "COMPAS") for lik in _LIKELIHOODS
-]
+_GRADIENT_CASES = [(m, lik) for m in ("CLM5", "COMPAS") for lik in _LIKELIHOODS]
 
 
 @pytest.mark.parametrize(("model_name", "name"), _GRADIENT_CASES)
@@ -339,8 +330,7 @@ def test_proda_layer_weights_by_hand():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [pytest.param(k, marks=_GAUSSIAN_NAN if k == "Gaussian" else ())
-                                  for k in _LIKELIHOODS])
+@pytest.mark.parametrize("name", list(_LIKELIHOODS))
 def test_invalid_steady_state_gives_minus_inf_and_finite_gradient(evaluated, name):
     """COMPAS at a boreal site at its default parameters is invalid: -inf and a finite gradient, also
     at the neighbouring points."""
@@ -530,9 +520,12 @@ def test_resume_after_interruption(clm5_data, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 
 
-def _check_proda_run(model, forcing, obs, sampler):
-    ds = cal.calibrate(model, forcing, obs, method=sampler, chains=3, samples=50, progress=False, keep_draws=50,
-                       predictive_draws=10)
+def test_proda_method_runs(clm5_data):
+    model, forcing, obs, _ = clm5_data
+    # a short run: 600 adaptive steps, fewer than one 1000-step chunk of _run._sample_proda
+    sampler = cal.ProdaMetropolis(num_random_walk=300, num_adaptive=600, adapt_start=200, adapt_every=100)
+    ds = cal.calibrate(model, forcing[:2], obs[:2], method=sampler, chains=3, samples=50, progress=False,
+                       keep_draws=50, predictive_draws=10)
     draws = ds.draws_u.values
     assert draws.shape[:2] == (2, 3) and draws.shape[-1] == model.n_params
     assert np.all((draws > 0) & (draws < 1))
@@ -540,23 +533,6 @@ def _check_proda_run(model, forcing, obs, sampler):
     assert np.all((acc >= 0) & (acc <= 1))
     _no_nan(ds, ["u_mean", "u_sd", "rhat", "nse", "acceptance_rate", "theta_mean"])
     assert ds.attrs["method"] == "proda"
-
-
-def test_proda_method_runs(clm5_data):
-    model, forcing, obs, _ = clm5_data
-    # 2000 adaptive steps: the posterior half starts on a 1000-step chunk boundary (see the xfail below)
-    sampler = cal.ProdaMetropolis(num_random_walk=300, num_adaptive=2000, adapt_start=200, adapt_every=100)
-    _check_proda_run(model, forcing[:2], obs[:2], sampler)
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "_run._sample_proda runs part 2 in chunks of max(chunk, 1000) steps and keeps only chunks that start "
-    "at or after num_adaptive // 2: with num_adaptive=600 the single chunk starts at 0, no draw is kept "
-    "and np.concatenate([]) raises (a chunk straddling the half is also dropped whole)"))
-def test_proda_method_short_adaptive_part(clm5_data):
-    model, forcing, obs, _ = clm5_data
-    sampler = cal.ProdaMetropolis(num_random_walk=300, num_adaptive=600, adapt_start=200, adapt_every=100)
-    _check_proda_run(model, forcing[:2], obs[:2], sampler)
 
 
 # --------------------------------------------------------------------------
