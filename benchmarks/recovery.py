@@ -45,10 +45,10 @@ def _args(argv=None):
     p.add_argument("--n-sites", type=int, default=500)
     p.add_argument("--method", choices=["nuts", "hmc", "proda"], default="nuts")
     p.add_argument("--chains", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=400)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--batch", type=int, default=250)
-    p.add_argument("--max-doublings", type=int, default=5)
+    p.add_argument("--max-doublings", type=int, default=6)
     p.add_argument("--steps", type=int, default=12, help="HMC leapfrog steps")
     p.add_argument("--proda-steps", type=int, nargs=2, default=[20_000, 50_000], metavar=("RW", "AM"),
                    help="PRODA's random-walk and adaptive steps (default 20000 50000)")

@@ -43,6 +43,7 @@ from .io import write_observations as write_observations
 from .io import write_params as write_params
 from .synthetic import synthetic_observations as synthetic_observations
 from .synthetic import synthetic_sites as synthetic_sites
+from . import calibration as calibration
 from . import dutch as dutch
 
 try:

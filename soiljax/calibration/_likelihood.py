@@ -76,9 +76,10 @@ class LogNormal(AbstractLikelihood):
     use_obs_sd: bool = True
 
     def __call__(self, pred, soc, soc_sd, depth, mask):
+        soc = jnp.where(mask, soc, 1.0)  # padded entries are NaN: keep them out of the arithmetic
         s = _relative_sd(soc, soc_sd, self.sigma) if self.use_obs_sd else jnp.full_like(soc, self.sigma)
-        y = jnp.log(jnp.where(mask, soc, 1.0))
-        yhat = jnp.log(jnp.maximum(pred, _TINY))
+        y = jnp.log(soc)
+        yhat = jnp.log(jnp.maximum(jnp.where(mask, pred, 1.0), _TINY))
         r = (y - yhat) / s
         ll = -0.5 * r**2 - jnp.log(s) - 0.5 * _LOG_2PI - y  # density of y itself: Jacobian 1/y
         return jnp.sum(jnp.where(mask, ll, 0.0))
@@ -91,9 +92,10 @@ class Gaussian(AbstractLikelihood):
     use_obs_sd: bool = True
 
     def __call__(self, pred, soc, soc_sd, depth, mask):
-        rel = _relative_sd(soc, soc_sd, self.rel_sigma) if self.use_obs_sd else self.rel_sigma
-        s = jnp.where(mask, rel * soc, 1.0)
-        r = (soc - pred) / s
+        y = jnp.where(mask, soc, 1.0)  # padded entries are NaN: keep them out of the arithmetic
+        rel = _relative_sd(y, soc_sd, self.rel_sigma) if self.use_obs_sd else self.rel_sigma
+        s = jnp.where(mask, rel * y, 1.0)
+        r = (y - jnp.where(mask, pred, 1.0)) / s
         ll = -0.5 * r**2 - jnp.log(s) - 0.5 * _LOG_2PI
         return jnp.sum(jnp.where(mask, ll, 0.0))
 

@@ -280,13 +280,17 @@ def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_
     n_post = n_am - keep_from
     thin = max(1, -(-n_post // max_draws))
     draws, acc = [], np.zeros((n_site, n_chain))
-    for a, b in _chunks(n_am, chunk):
-        keep = a >= keep_from
+    for a, b in _chunks(keep_from, chunk):  # first half of part 2: adaptation only
+        carry, _ = _proda_chunk(model, likelihood, sampler, "adaptive", forcing, obs, carry, chain_keys,
+                                jnp.arange(n_rw + a, n_rw + b), b - a)
+        bar(b - a)
+    post_chunk = thin * max(1, chunk // thin)  # whole thinning periods per chunk
+    for a, b in _chunks(n_post, post_chunk):
+        lo = n_rw + keep_from + a
         carry, rec = _proda_chunk(model, likelihood, sampler, "adaptive", forcing, obs, carry, chain_keys,
-                                  jnp.arange(n_rw + a, n_rw + b), thin if keep else b - a)
-        if keep:
-            draws.append(np.asarray(rec.position))
-            acc += np.asarray(rec.acceptance).sum(axis=2)
+                                  jnp.arange(lo, lo + b - a), min(thin, b - a))
+        draws.append(np.asarray(rec.position))
+        acc += np.asarray(rec.acceptance).sum(axis=2)
         bar(b - a)
     u = np.concatenate(draws, axis=2)
     return _BatchDraws(

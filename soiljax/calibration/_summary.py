@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import blackjax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,6 +82,7 @@ def rhat_and_ess(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rhat, ess
 
 
+@eqx.filter_jit
 def _steady_fields(model, u, forcing, depth, mask):
     """Observable SOC per layer, its value at the observed depths, and validity."""
 
@@ -88,17 +90,21 @@ def _steady_fields(model, u, forcing, depth, mask):
         st = model.steady_state(uu, f)
         return st.soc, observe(st.soc, safe_depth(dd, mm)), st.valid
 
-    return jax.jit(jax.vmap(one))(u, forcing, depth, mask)
+    return jax.vmap(one)(u, forcing, depth, mask)
 
 
-def _predictive(model, u_draws, forcing):
-    """SOC per layer at draws (site, k, param) -> (site, k, layer), validity (site, k)."""
-
+@eqx.filter_jit
+def _predictive_jit(model, u_draws, forcing):
     def one(uk, f):
         st = jax.vmap(lambda uu: model.steady_state(uu, f))(uk)
         return st.soc, st.valid
 
-    soc, valid = jax.jit(jax.vmap(one))(u_draws, forcing)
+    return jax.vmap(one)(u_draws, forcing)
+
+
+def _predictive(model, u_draws, forcing):
+    """SOC per layer at draws (site, k, param) -> (site, k, layer), validity (site, k)."""
+    soc, valid = _predictive_jit(model, u_draws, forcing)
     return np.asarray(soc), np.asarray(valid)
 
 
