@@ -48,6 +48,7 @@ def recovery_statistics(post, u_true, stock_true, nse_truth=None) -> dict:
     ident = identifiable(post)
     inside = (post["u_q05"].values <= u_true) & (u_true <= post["u_q95"].values)
     rel = np.abs(post["stock_1m_mean"].values - stock_true) / np.asarray(stock_true)
+    rel = np.where(np.isfinite(rel), rel, np.inf)  # no valid posterior draw: a failure
     ess_min = post["ess_min"].values
     out = {
         "n_profiles": int(u_true.shape[0]),

@@ -31,6 +31,8 @@ METHODS = ("hmc", "nuts", "proda")
 """Names accepted by ``calibrate(method=...)``."""
 
 DEFAULT_CHUNK = 50
+N_START_CANDIDATES = 64
+"""Random starting points tried per chain (COMPAS is invalid in much of its prior)."""
 
 
 def sampler_for(method) -> eqx.Module:
@@ -59,25 +61,28 @@ def default_likelihood(model: AbstractSoilModel, sampler) -> AbstractLikelihood:
 @eqx.filter_jit
 def _start_points(model, likelihood, forcing, obs, keys, n_candidates: int):
     """Dispersed starts: per chain the first of ``n_candidates`` draws of u in
-    U(0.1, 0.9)^d whose log density is finite (the best one if none is)."""
+    U(0.1, 0.9)^d whose log density is finite.  A chain without one takes the
+    start of a chain of the same site that has one (so that no chain starts
+    where the model is invalid, where it could never move); ``ok`` is false
+    for sites where no draw of any chain was valid."""
+
+    n_chains = keys.shape[1] - 1
 
     def per_site(f, o, k):
         ld = log_density(model, likelihood, f, o)
         d = model.n_params
-        u = jax.random.uniform(k, (keys.shape[1] - 1, n_candidates, d), minval=0.1, maxval=0.9)
+        u = jax.random.uniform(k, (n_chains, n_candidates, d), minval=0.1, maxval=0.9)
         z = model.space.z_from_u(u)
         lp = jax.vmap(jax.vmap(ld))(z)
         finite = jnp.isfinite(lp)
         pick = jnp.where(finite.any(axis=1), jnp.argmax(finite, axis=1), jnp.argmax(lp, axis=1))
         z0 = jnp.take_along_axis(z, pick[:, None, None], axis=1)[:, 0]
-        return z0, finite.any(axis=1)
+        chain_ok = finite.any(axis=1)
+        donor = jnp.argmax(chain_ok)  # first chain with a valid start
+        z0 = jnp.where(chain_ok[:, None], z0, z0[donor])
+        return z0, jnp.broadcast_to(chain_ok.any(), chain_ok.shape)
 
     return jax.vmap(per_site)(forcing, obs, keys[:, 0])
-
-
-# --------------------------------------------------------------------------
-# lock-step chunks
-# --------------------------------------------------------------------------
 
 
 class ProfilePosterior(eqx.Module):
@@ -249,7 +254,7 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
 
 
 def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding):
-    z0, start_ok = _start_points(model, likelihood, forcing, obs, keys, 16)
+    z0, start_ok = _start_points(model, likelihood, forcing, obs, keys, N_START_CANDIDATES)
     target = ProfilePosterior(model, likelihood)
     z, stats = sample_gradient(target, sampler, (forcing, obs), z0, keys[:, 1:], warmup=warmup, samples=samples,
                                chunk=chunk, bar=bar, sharding=sharding)
@@ -259,7 +264,7 @@ def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, 
         divergences=stats["divergences"],
         step_size=stats["step_size"],
         start_ok=np.asarray(start_ok).all(axis=1),
-        n_evals=stats["n_steps"].sum(axis=1) + z0.shape[1] * 16,
+        n_evals=stats["n_steps"].sum(axis=1) + z0.shape[1] * N_START_CANDIDATES,
     )
 
 

@@ -41,6 +41,10 @@ from blackjax.mcmc import nuts as _bj_nuts
 from jaxtyping import Array, Bool, Float, Int
 
 
+MIN_STEP_SIZE = 1e-4
+"""Floor of the adapted step size (in units of the mass matrix's scale)."""
+
+
 class Record(eqx.Module):
     """What one iteration of one chain leaves behind."""
 
@@ -141,6 +145,9 @@ class _Gradient(eqx.Module):
         acc = jnp.where(jnp.isfinite(acc), acc, 0.0)
 
         da = da_update(adapt.da, acc)
+        # a chain whose every proposal fails (a corner where the model is invalid)
+        # would drive the step size to 0 and never move again: keep a floor
+        da = da._replace(log_step_size=jnp.maximum(da.log_step_size, jnp.log(MIN_STEP_SIZE)))
         step_size = jnp.exp(da.log_step_size)
         welford = _select(slow, w_update(adapt.welford, new.position), adapt.welford)
         # end of a slow window: new mass matrix (Stan's regularisation), restart step size

@@ -30,9 +30,11 @@ Per site:
     ``rhat_mean``, ``ess_min``; ``acceptance_rate`` and ``divergences``
     (after warmup, summed over chains); ``stock_1m_mean``, ``stock_1m_q05``,
     ``stock_1m_q95`` (kgC m-2, under the posterior); ``n_obs``;
-    ``start_ok`` (every chain started at a finite log density);
-    ``model_evals`` (steady-state evaluations spent, gradient evaluations
-    for HMC/NUTS, counting NUTS at its cap).
+    ``start_ok`` (a start with a finite log density was found; chains
+    without one of their own start from another chain's);
+    ``model_evals`` (model evaluations spent on the profile: gradient
+    evaluations of HMC/NUTS, warmup and start search included; forward
+    evaluations of PRODA's sampler).
 Optional, with ``keep_draws > 0``: ``draws_u`` (site, chain, draw, param),
 every chain thinned to ``keep_draws`` draws.
 """
