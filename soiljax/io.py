@@ -265,6 +265,32 @@ def _site_labels(n: int, site_id) -> np.ndarray:
     return labels
 
 
+def _site_dataset(data, coords, n, *, lat, lon, sites, skip, title, what, attrs) -> xr.Dataset:
+    """A dataset on ``site`` with optional lat/lon and the per-site metadata of ``sites``
+    (its variables on ``site`` that are not in ``skip`` become coordinates, its
+    attributes are carried over), provenance and extra ``attrs``."""
+    coords = dict(coords)
+    for key, values, unit, long in (("lat", lat, "degrees_north", "latitude"), ("lon", lon, "degrees_east", "longitude")):
+        if values is not None:
+            values = np.asarray(values, dtype=float)
+            if values.shape != (n,):
+                raise ValueError(f"{key} must have one value per site ({n}), got shape {values.shape}")
+            coords[key] = ("site", values, {"units": unit, "long_name": long})
+    if sites is not None:
+        for key in sites.variables:
+            if key not in coords and key not in skip and sites[key].dims == ("site",):
+                if sites.sizes["site"] != n:
+                    raise ValueError(f"sites has {sites.sizes['site']} sites but {what} {n}")
+                coords[key] = ("site", np.asarray(sites[key].values), dict(sites[key].attrs))
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update(_provenance(title))
+    if sites is not None:
+        ds.attrs.update({k: _attr_value(v) for k, v in sites.attrs.items() if k not in ds.attrs})
+    if attrs:
+        ds.attrs.update({k: _attr_value(v) for k, v in attrs.items()})
+    return ds
+
+
 def forcing_dataset(
     forcing: Forcing, *, lat=None, lon=None, site_id=None, sites: xr.Dataset | None = None, attrs: Mapping | None = None
 ) -> xr.Dataset:
@@ -295,25 +321,8 @@ def forcing_dataset(
         "layer": ("layer", np.arange(1, N_LAYERS + 1), {"long_name": "soil layer index (1 = top)"}),
         "z": ("layer", np.asarray(ZSOI), {"units": "m", "long_name": "node depth of the layer", "positive": "down"}),
     }
-    for key, values, unit, long in (("lat", lat, "degrees_north", "latitude"), ("lon", lon, "degrees_east", "longitude")):
-        if values is not None:
-            values = np.asarray(values, dtype=float)
-            if values.shape != (n,):
-                raise ValueError(f"{key} must have one value per site ({n}), got shape {values.shape}")
-            coords[key] = ("site", values, {"units": unit, "long_name": long})
-    if sites is not None:
-        for key in sites.variables:
-            if key not in coords and key not in FORCING_VARIABLES and sites[key].dims == ("site",):
-                if sites.sizes["site"] != n:
-                    raise ValueError(f"sites has {sites.sizes['site']} sites but the forcing has {n}")
-                coords[key] = ("site", np.asarray(sites[key].values), dict(sites[key].attrs))
-    ds = xr.Dataset(data, coords=coords)
-    ds.attrs.update(_provenance("soiljax forcing"))
-    if sites is not None:
-        ds.attrs.update({k: _attr_value(v) for k, v in sites.attrs.items() if k not in ds.attrs})
-    if attrs:
-        ds.attrs.update({k: _attr_value(v) for k, v in attrs.items()})
-    return ds
+    return _site_dataset(data, coords, n, lat=lat, lon=lon, sites=sites, skip=FORCING_VARIABLES,
+                         title="soiljax forcing", what="the forcing has", attrs=attrs)
 
 
 def _expand_site(forcing: Forcing) -> Forcing:
@@ -944,25 +953,8 @@ def observations_dataset(
             attrs_v["positive"] = "down"
         data[name] = (("site", "obs"), a, attrs_v)
     coords: dict = {"site": _site_labels(n, site_id)}
-    for key, values, unit, long in (("lat", lat, "degrees_north", "latitude"), ("lon", lon, "degrees_east", "longitude")):
-        if values is not None:
-            values = np.asarray(values, dtype=float)
-            if values.shape != (n,):
-                raise ValueError(f"{key} must have one value per site ({n}), got shape {values.shape}")
-            coords[key] = ("site", values, {"units": unit, "long_name": long})
-    if sites is not None:
-        for key in sites.variables:
-            if key not in coords and key not in data and sites[key].dims == ("site",):
-                if sites.sizes["site"] != n:
-                    raise ValueError(f"sites has {sites.sizes['site']} sites but the observations have {n}")
-                coords[key] = ("site", np.asarray(sites[key].values), dict(sites[key].attrs))
-    ds = xr.Dataset(data, coords=coords)
-    ds.attrs.update(_provenance("soiljax observed SOC profiles"))
-    if sites is not None:
-        ds.attrs.update({k: _attr_value(v) for k, v in sites.attrs.items() if k not in ds.attrs})
-    if attrs:
-        ds.attrs.update({k: _attr_value(v) for k, v in attrs.items()})
-    return ds
+    return _site_dataset(data, coords, n, lat=lat, lon=lon, sites=sites, skip=data,
+                         title="soiljax observed SOC profiles", what="the observations have", attrs=attrs)
 
 
 def write_observations(
