@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+# the CLI's on-disk compilation cache stays off in tests: hermetic, and nothing written to $HOME
+os.environ.setdefault("SOILJAX_CACHE_DIR", "")
 
 import soiljax  # noqa: E402
 
