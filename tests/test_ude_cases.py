@@ -6,13 +6,14 @@ the issue (R2 against the clean truth) need full training and are marked slow.
 
 import argparse
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import xarray as xr
 
 import soiljax  # noqa: F401
-from soiljax.ude import run_case
 from soiljax.ude.cli import add_parser, main
 
 
@@ -55,6 +56,28 @@ MISSED = pytest.mark.xfail(
 )
 
 
+_RUN_CASE = (
+    "import json, sys\n"
+    "from soiljax.ude import run_case\n"
+    "m = run_case(int(sys.argv[1]), sys.argv[2], progress=False, figures=False)\n"
+    "print(json.dumps({'r2_clean': float(m['r2_clean'])}))\n"
+)
+
+
+def _run_case_in_fresh_process(case: int, out) -> dict:
+    """Full training of one case in its own Python process.
+
+    At the end of the whole suite, in a process that had already compiled
+    hundreds of other programs, XLA crashed (segmentation fault) while
+    compiling case 1's training step; a fresh process keeps these long runs
+    independent of what ran before them.
+    """
+    res = subprocess.run([sys.executable, "-c", _RUN_CASE, str(case), str(out)], capture_output=True, text=True,
+                         timeout=3000)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case,target",
@@ -62,5 +85,5 @@ MISSED = pytest.mark.xfail(
      pytest.param(5, 0.999, marks=MISSED)],
 )
 def test_case_meets_target(tmp_path, case, target):
-    metrics = run_case(case, tmp_path / f"case{case}", progress=False, figures=False)
+    metrics = _run_case_in_fresh_process(case, tmp_path / f"case{case}")
     assert metrics["r2_clean"] >= target, metrics
