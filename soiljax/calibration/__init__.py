@@ -15,6 +15,7 @@ from ._likelihood import LogNormal as LogNormal
 from ._likelihood import ProdaCLM5 as ProdaCLM5
 from ._likelihood import ProdaCOMPAS as ProdaCOMPAS
 from ._likelihood import log_density as log_density
+from ._likelihood import log_likelihood as log_likelihood
 from ._likelihood import nse as nse
 from ._likelihood import predict as predict
 from ._likelihood import proda_layer_weights as proda_layer_weights

@@ -34,7 +34,6 @@ from __future__ import annotations
 import abc
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
@@ -172,6 +171,24 @@ def predict(model: AbstractSoilModel, u, forcing, depth, mask):
     return observe(steady.soc, safe_depth(depth, mask)), steady.valid
 
 
+def log_likelihood(model: AbstractSoilModel, likelihood: AbstractLikelihood, forcing, obs):
+    """The log likelihood of one profile as a function of the scaled parameters ``u``.
+
+    ``-inf`` where the steady state is invalid (or the likelihood is not
+    finite); the double ``where`` keeps the gradient finite there.  Shared by
+    :func:`log_density`, PRODA's cost and the NumPyro model.
+    """
+    mask = obs.mask
+
+    def loglik(u):
+        pred, valid = predict(model, u, forcing, obs.depth, mask)
+        ll = likelihood(pred, obs.soc, obs.soc_sd, obs.depth, mask)
+        ok = valid & jnp.isfinite(ll)
+        return jnp.where(ok, jnp.where(ok, ll, 0.0), -jnp.inf)
+
+    return loglik
+
+
 def log_density(model: AbstractSoilModel, likelihood: AbstractLikelihood, forcing, obs):
     """The log posterior density of one profile as a function of ``z`` (param,).
 
@@ -180,24 +197,10 @@ def log_density(model: AbstractSoilModel, likelihood: AbstractLikelihood, forcin
     function: jit, grad and vmap it as you like.
     """
     space = model.space
-    mask = obs.mask
+    loglik = log_likelihood(model, likelihood, forcing, obs)
 
     def logdensity(z):
         u, log_jac = space.u_from_z(z)
-        pred, valid = predict(model, u, forcing, obs.depth, mask)
-        ll = likelihood(pred, obs.soc, obs.soc_sd, obs.depth, mask)
-        ok = valid & jnp.isfinite(ll)
-        return jnp.where(ok, jnp.where(ok, ll, 0.0) + log_jac, -jnp.inf)
+        return loglik(u) + log_jac
 
     return logdensity
-
-
-def log_density_and_grad(model, likelihood, forcing, obs):
-    """``jax.value_and_grad`` of :func:`log_density`, with NaN-free gradients at -inf."""
-    f = jax.value_and_grad(log_density(model, likelihood, forcing, obs))
-
-    def vg(z):
-        v, g = f(z)
-        return v, jnp.where(jnp.isfinite(g), g, 0.0)
-
-    return vg

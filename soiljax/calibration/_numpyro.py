@@ -24,20 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._likelihood import AbstractLikelihood, predict
+from ._likelihood import AbstractLikelihood, log_likelihood
 
 
 def _site_log_likelihood(model, likelihood, forcing, obs):
     """Log likelihood of every profile at u (site, param); -inf where invalid."""
-
-    def one(u, f, o):
-        pred, valid = predict(model, u, f, o.depth, o.mask)
-        ll = likelihood(pred, o.soc, o.soc_sd, o.depth, o.mask)
-        ok = valid & jnp.isfinite(ll)
-        # the double where keeps the gradient finite at invalid states (as log_density does)
-        return jnp.where(ok, jnp.where(ok, ll, 0.0), -jnp.inf)
-
-    return jax.vmap(one)
+    return jax.vmap(lambda u, f, o: log_likelihood(model, likelihood, f, o)(u))
 
 
 def _check_batch(forcing, obs):

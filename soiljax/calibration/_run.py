@@ -23,7 +23,7 @@ import xarray as xr
 
 from .._forcing import Forcing
 from .._models import AbstractSoilModel
-from ._likelihood import AbstractLikelihood, LogNormal, log_density, predict, proda_likelihood
+from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
 from ._summary import summarize
 
@@ -125,12 +125,9 @@ def _gradient_chunk(target, sampler, data, carry, keys, iters, flags):
 
 
 def _proda_cost(model, likelihood, f, o):
-    def cost(u):
-        pred, valid = predict(model, u, f, o.depth, o.mask)
-        ll = likelihood(pred, o.soc, o.soc_sd, o.depth, o.mask)
-        return jnp.where(valid & jnp.isfinite(ll), -ll, jnp.inf)
-
-    return cost
+    """PRODA's cost J(u) = -log likelihood (``inf`` where the model is invalid)."""
+    loglik = log_likelihood(model, likelihood, f, o)
+    return lambda u: -loglik(u)
 
 
 @eqx.filter_jit
