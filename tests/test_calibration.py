@@ -408,6 +408,43 @@ def _gaussian_problem(n_site=3, d=5):
     return cov, means
 
 
+class TrapTarget(eqx.Module):
+    """N(0, 1) plus a narrow local mode at z = 12 whose log density is 40 lower
+    (with a wall of near-zero density between them): a chain started in the
+    trap cannot leave it within a short run."""
+
+    def __call__(self, data):
+        del data
+
+        def logdensity(z):
+            main = -0.5 * jnp.sum(z**2)
+            trap = -40.0 - 0.5 * jnp.sum(((z - 12.0) / 0.1) ** 2)
+            return jnp.logaddexp(main, trap)
+
+        return logdensity
+
+
+@pytest.mark.parametrize("rescue", [None, ()], ids=["rescue", "no-rescue"])
+def test_rescue_restarts_a_chain_stuck_in_a_poor_mode(rescue):
+    n_site, chains, d = 2, 3, 2
+    z0 = np.zeros((n_site, chains, d))
+    z0[0, 2] = 12.0  # site 0: chain 2 starts in the trap
+    keys = jax.random.split(jax.random.PRNGKey(3), n_site * chains).reshape(n_site, chains, 2)
+    z, stats = _run.sample_gradient(TrapTarget(), cal.NUTS(), jnp.zeros(n_site), jnp.asarray(z0), keys,
+                                    warmup=200, samples=100, rescue=rescue)
+    trapped = np.abs(z[..., 0] - 12.0).max(axis=2) < 1.0  # (site, chain): every draw in the trap
+    if rescue is None:  # default rescue points (100 for a 200-iteration warmup)
+        np.testing.assert_array_equal(stats["rescued"], [[0, 0, 1], [0, 0, 0]])
+        assert not trapped.any()
+        assert cal.rhat_and_ess(z)[0].max() < 1.1
+    else:
+        assert stats["rescued"].sum() == 0
+        np.testing.assert_array_equal(trapped, [[False, False, True], [False, False, False]])
+    with pytest.raises(ValueError, match="multiples of chunk"):
+        _run.sample_gradient(TrapTarget(), cal.NUTS(), jnp.zeros(n_site), jnp.asarray(z0), keys,
+                             warmup=200, samples=100, rescue=(75,))
+
+
 @pytest.mark.parametrize("sampler", [cal.HMC(), cal.NUTS()], ids=["HMC", "NUTS"])
 def test_sampler_recovers_gaussian(sampler):
     cov, means = _gaussian_problem()
@@ -606,3 +643,44 @@ def test_numpyro_agrees_with_calibrate():
     print(f"\nNumPyro {t_np:.0f} s, calibrate(nuts) {t_cal:.0f} s; |dmean|/se < 4 for {frac:.1%} of "
           f"{z.size} (site, param) pairs; median {np.median(z):.2f}, max {z.max():.2f}")
     assert frac >= 0.95
+
+
+# --------------------------------------------------------------------------
+# recovery statistics
+# --------------------------------------------------------------------------
+
+
+def test_recovery_statistics_and_stock_information_limit():
+    from scipy.stats import norm
+
+    from soiljax.calibration._recovery import PRIOR_SD_U, expected_within, recovery_statistics
+
+    z95 = norm.ppf(0.95)
+    # site 0: stock 10 +- 1 (sd), site 1: 10 +- 0 (a point posterior), site 2: 20 +- 4
+    mean = np.array([10.0, 10.0, 20.0])
+    sd = np.array([1.0, 0.0, 4.0])
+    u_mean = np.full((3, 2), 0.5)
+    u_sd = np.array([[0.01, 0.9 * PRIOR_SD_U], [0.01, 0.9 * PRIOR_SD_U], [0.01, 0.9 * PRIOR_SD_U]])
+    post = xr.Dataset({
+        "stock_1m_mean": ("site", mean), "stock_1m_q05": ("site", mean - z95 * sd),
+        "stock_1m_q95": ("site", mean + z95 * sd),
+        "u_sd": (("site", "param"), u_sd), "u_q05": (("site", "param"), u_mean - 0.1),
+        "u_q95": (("site", "param"), u_mean + 0.1),
+        "rhat_mean": ("site", [1.0, 1.1, 1.0]), "rhat_max": ("site", [1.0, 1.2, 1.04]),
+        "nse": ("site", [0.95, 0.5, 0.92]), "nse_at_mean": ("site", [0.9, 0.4, 0.95]),
+        "accepted": ("site", [True, False, True]), "ess_min": ("site", [100.0, 10.0, 50.0]),
+        "model_evals": ("site", [1e5, 1e5, 1e5]), "divergences": ("site", [0, 3, 0]),
+    })
+    p = expected_within(post, 0.1)
+    np.testing.assert_allclose(p, [norm.cdf(1) - norm.cdf(-1), 1.0, norm.cdf(0.5) - norm.cdf(-0.5)], rtol=1e-9)
+    u_true = np.array([[0.55, 0.5], [0.7, 0.5], [0.5, 0.5]])  # site 1's identified parameter is missed
+    stats = recovery_statistics(post, u_true, stock_true=np.array([10.5, 12.0, 20.0]),
+                                nse_truth=np.array([0.97, 0.3, 0.8]))
+    assert stats["rhat_mean_lt_1.05"] == pytest.approx(2 / 3)
+    assert stats["rhat_max_lt_1.05"] == pytest.approx(2 / 3)
+    assert stats["identifiable_fraction"] == pytest.approx(0.5)
+    assert stats["coverage90_identifiable"] == pytest.approx(2 / 3)
+    assert stats["stock_within_10pct"] == pytest.approx(2 / 3)
+    assert stats["stock_within_10pct_expected"] == pytest.approx(p.mean())
+    assert stats["nse_truth_gt_0.9"] == pytest.approx(1 / 3)
+    assert stats["nse_gt_0.9_where_truth_gt_0.9"] == 1.0

@@ -31,6 +31,8 @@ METHODS = ("hmc", "nuts", "proda")
 """Names accepted by ``calibrate(method=...)``."""
 
 DEFAULT_CHUNK = 50
+RESCUE_GAP = 10.0
+"""Log-density units by which a chain may trail its site's best chain at a rescue point."""
 N_START_CANDIDATES = 64
 """Random starting points tried per chain (COMPAS is invalid in much of its prior)."""
 
@@ -181,6 +183,7 @@ class _BatchDraws(NamedTuple):
     step_size: np.ndarray  # (site, chain), NaN for PRODA
     start_ok: np.ndarray  # (site,) a finite-density start was found for every chain
     n_evals: np.ndarray  # (site,) model evaluations (gradient evaluations for HMC/NUTS)
+    rescued: np.ndarray  # (site, chain) warmup restarts from the site's best chain (HMC/NUTS)
 
 
 def _chunks(n: int, size: int):
@@ -194,8 +197,39 @@ def _site_keys(seed: int, site_index: np.ndarray, chains: int):
     return keys  # (site, chains + 1, 2): [:, 0] for starts, [:, 1:] per chain
 
 
+def rescue_points(warmup: int, chunk: int = DEFAULT_CHUNK) -> tuple[int, ...]:
+    """Default rescue points: the ends of the chunks in the first half of warmup
+    (from the second chunk on), e.g. iterations 100, 150 and 200 of a 400-iteration warmup."""
+    return tuple(a for a in range(2 * chunk, warmup // 2 + 1, chunk))
+
+
+def _rescue(carry, mean_logdensity: np.ndarray, gap: float, sharding=None):
+    """Restart chains that trail their site's best chain by more than ``gap``.
+
+    ``mean_logdensity`` (site, chain) is each chain's mean log density over
+    the last chunk.  A trailing chain takes over the whole state (position and
+    adaptation) of its site's best chain; its own random keys then take it
+    elsewhere.  Returns the new carry and the (site, chain) mask of restarted
+    chains.
+    """
+    ld = np.where(np.isfinite(mean_logdensity), mean_logdensity, -np.inf)
+    best = np.argmax(ld, axis=1)  # (site,)
+    best_ld = np.take_along_axis(ld, best[:, None], axis=1)
+    trailing = (ld < best_ld - gap) & np.isfinite(best_ld)
+    if not trailing.any():
+        return carry, trailing
+    n_chain = ld.shape[1]
+    donor = np.where(trailing, best[:, None], np.arange(n_chain)[None, :])
+    sites = np.arange(ld.shape[0])[:, None]
+    new = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[sites, donor], dtype=x.dtype), carry)
+    if sharding is not None:
+        new = jax.device_put(new, sharding)
+    return new, trailing
+
+
 def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, samples: int,
-                    chunk: int = DEFAULT_CHUNK, bar: Callable[[int], object] | None = None, sharding=None):
+                    chunk: int = DEFAULT_CHUNK, bar: Callable[[int], object] | None = None, sharding=None,
+                    rescue: tuple[int, ...] | None = None, rescue_gap: float = RESCUE_GAP):
     """Warm up and sample HMC/NUTS chains for a batch of targets, in lock-step.
 
     ``target(data_i)`` returns the log density (a function of z) of site
@@ -204,11 +238,22 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
     of z (site, chain, draw, param) and a dict of statistics per chain:
     ``acceptance`` (mean acceptance probability after warmup),
     ``divergences`` (after warmup), ``step_size`` (adapted), ``n_steps``
-    (gradient evaluations, warmup included), and ``lockstep_steps``, the
-    evaluations the batch paid for in lock-step (the per-iteration maximum).  Works for
+    (gradient evaluations, warmup included), ``lockstep_steps``, the
+    evaluations the batch paid for in lock-step (the per-iteration maximum),
+    and ``rescued`` (restarts per chain, see below).  Works for
     any log density, which is how the sampler is tested on known posteriors.
     ``sharding`` (a ``NamedSharding`` over the site axis) spreads the sites
     over devices; the site count must be a multiple of the device count.
+
+    Rescue: at the warmup iterations in ``rescue`` (default
+    :func:`rescue_points`; they must be multiples of ``chunk``), a chain whose
+    mean log density over the last chunk trails the best chain of its site by
+    more than ``rescue_gap`` is restarted from that chain's state.  Chains
+    that start in a poor local mode (a fit with negative NSE beside chains
+    with a good one) otherwise never leave it within the budget, and R-hat
+    rightly fails the profile.  This is warmup only: no draw is affected, and
+    the chains still start from dispersed points.  ``stats["rescued"]``
+    counts the restarts per chain; ``rescue=()`` turns it off.
     """
     bar = bar or (lambda k: None)
     if sharding is not None:
@@ -227,6 +272,10 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
     z = np.empty((n_site, n_chain, samples, z0.shape[-1]))
     acc = np.zeros((n_site, n_chain))
     div = np.zeros((n_site, n_chain), dtype=np.int64)
+    rescue = set(rescue_points(warmup, chunk) if rescue is None else rescue)
+    if any(r % chunk or r > warmup for r in rescue):
+        raise ValueError(f"rescue points {sorted(rescue)} must be multiples of chunk={chunk} within the warmup ({warmup})")
+    rescued = np.zeros((n_site, n_chain), dtype=np.int64)
     # Every chunk has the same length, so one program is compiled.  The last
     # chunk may run past the end: its extra iterations are sampling iterations
     # (no adaptation) whose records are dropped.
@@ -244,9 +293,12 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
             z[:, :, s0 - warmup : a + keep - warmup] = np.asarray(rec.position)[:, :, sl]
             acc += np.asarray(rec.acceptance)[:, :, sl].sum(axis=2)
             div += np.asarray(rec.divergent)[:, :, sl].sum(axis=2)
+        if a + chunk in rescue:
+            carry, restarted = _rescue(carry, np.asarray(rec.logdensity).mean(axis=2), rescue_gap, sharding)
+            rescued += restarted
         bar(keep)
     stats = {"acceptance": acc / max(samples, 1), "divergences": div, "step_size": np.asarray(carry[1].step_size),
-             "n_steps": n_steps, "lockstep_steps": int(lockstep)}
+             "n_steps": n_steps, "lockstep_steps": int(lockstep), "rescued": rescued}
     return z, stats
 
 
@@ -262,6 +314,7 @@ def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, 
         step_size=stats["step_size"],
         start_ok=np.asarray(start_ok).all(axis=1),
         n_evals=stats["n_steps"].sum(axis=1) + z0.shape[1] * N_START_CANDIDATES,
+        rescued=stats["rescued"],
     )
 
 
@@ -302,6 +355,7 @@ def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_
         step_size=np.full((n_site, n_chain), np.nan),
         start_ok=np.ones(n_site, bool),
         n_evals=np.full(n_site, n_chain * (n_rw + n_am + 1)),
+        rescued=np.zeros((n_site, n_chain), dtype=np.int64),
     )
 
 

@@ -34,7 +34,9 @@ Per site:
     without one of their own start from another chain's);
     ``model_evals`` (model evaluations spent on the profile: gradient
     evaluations of HMC/NUTS, warmup and start search included; forward
-    evaluations of PRODA's sampler).
+    evaluations of PRODA's sampler); ``rescued`` (warmup restarts of chains
+    that trailed the site's best chain, HMC/NUTS; see
+    :func:`soiljax.calibration.sample_gradient`).
 Optional, with ``keep_draws > 0``: ``draws_u`` (site, chain, draw, param),
 every chain thinned to ``keep_draws`` draws.
 """
@@ -139,7 +141,7 @@ def summarize(
 
     ``draws`` has ``u`` (site, chain, draw, param) and per-chain statistics
     (``acceptance``, ``divergences``, ``step_size``, ``start_ok``,
-    ``n_evals``) as produced by :func:`soiljax.calibration.calibrate`.
+    ``n_evals``, ``rescued``) as produced by :func:`soiljax.calibration.calibrate`.
     """
     from .. import io as _io
 
@@ -228,6 +230,8 @@ def summarize(
         "n_obs": ("site", mask.sum(axis=1), {"units": "1", "long_name": "usable observed layers"}),
         "start_ok": ("site", np.asarray(draws.start_ok).astype(bool), {}),
         "model_evals": ("site", np.asarray(draws.n_evals), {"units": "1", "long_name": "model evaluations spent"}),
+        "rescued": ("site", np.asarray(draws.rescued).sum(axis=1), {"units": "1",
+                                                                    "long_name": "warmup restarts of trailing chains"}),
     }
     if keep_draws > 0:
         t = np.linspace(0, n_draw - 1, min(int(keep_draws), n_draw)).round().astype(int)
