@@ -1,0 +1,106 @@
+"""Held-out evaluation of a learner: predicted profiles against observations."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._batch import batched_steady_state
+from .._diagnostics import soc_stock
+from .._pchip import observe
+from ..calibration._likelihood import nse as _nse
+from ..calibration._likelihood import safe_depth
+from ._learner import Learner, model_name_of
+
+
+@eqx.filter_jit
+def _observe_and_score(soc, obs):
+    mask = obs.mask
+    pred = jax.vmap(observe)(soc, safe_depth(obs.depth, mask))
+    score = jax.vmap(_nse)(jnp.where(mask, pred, 0.0), jnp.where(mask, obs.soc, 0.0), mask)
+    return jnp.where(mask, pred, jnp.nan), score
+
+
+def pearson(a, b) -> float:
+    """Pearson correlation of two 1-D arrays over their jointly finite entries (NaN if undefined)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2:
+        return float("nan")
+    a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def evaluate(model, learner: Learner, x, forcing, obs, *, u_true=None, batch_size: int | None = None) -> dict:
+    """Score a learner's predicted parameters against observed profiles (e.g. on test sites).
+
+    The learner predicts ``u`` from ``x`` (ensemble mean, clipped, PRODA's
+    rule), the model is solved to steady state at every site
+    (:func:`soiljax.batched_steady_state`, in chunks of ``batch_size``) and the
+    SOC is interpolated to the observed depths (pchip).
+
+    Returns a dict with per-site arrays
+
+    ``u`` (site, param)
+        predicted scaled parameters;
+    ``valid`` (site,)
+        steady state valid;
+    ``nse`` (site,)
+        Nash-Sutcliffe efficiency of the predicted profile against the
+        observations over the usable layers (NaN where invalid);
+    ``stock_1m`` (site,)
+        predicted SOC stock to 1 m in kgC m-2 (:func:`soiljax.soc_stock`; NaN where invalid);
+    ``pred`` (site, obs)
+        predicted SOC at the observed depths (NaN where padded or invalid);
+
+    and summaries: ``n_sites``, ``valid_fraction``, ``median_nse`` and
+    ``mean_nse`` (over valid sites), and when ``u_true`` (site, param) is
+    given, ``u_corr`` (dict parameter -> Pearson r between predicted and true
+    u over valid sites; NaN for a parameter that is constant), ``u_rmse``
+    (dict parameter -> RMSE) and ``median_u_corr``.
+    """
+    name = model_name_of(model)
+    if name != learner.model_name:
+        raise ValueError(f"the learner predicts {learner.model_name} parameters but the model is {name}")
+    if tuple(learner.param_names) != tuple(model.param_names):
+        raise ValueError("evaluate needs a learner that predicts all of the model's parameters, in the model's order")
+    u = np.asarray(learner.predict_u(x))
+    n = u.shape[0]
+    if tuple(forcing.batch_shape) != (n,) or tuple(obs.batch_shape) != (n,):
+        raise ValueError(
+            f"x has {n} sites but the forcing has batch shape {forcing.batch_shape} and the observations "
+            f"{obs.batch_shape}; give one forcing site and one profile per row of x"
+        )
+    steady = batched_steady_state(model, u, forcing, batch_size=batch_size)
+    valid = np.asarray(steady.valid).astype(bool)
+    pred, score = _observe_and_score(jnp.asarray(steady.soc), obs)
+    pred = np.where(valid[:, None], np.asarray(pred), np.nan)
+    score = np.where(valid, np.asarray(score), np.nan)
+    stock = np.where(valid, np.asarray(soc_stock(steady.soc, 1.0)), np.nan)
+    out = {
+        "u": u,
+        "valid": valid,
+        "nse": score,
+        "stock_1m": stock,
+        "pred": pred,
+        "n_sites": n,
+        "valid_fraction": float(valid.mean()) if n else float("nan"),
+        "median_nse": float(np.median(score[valid])) if valid.any() else float("nan"),
+        "mean_nse": float(np.mean(score[valid])) if valid.any() else float("nan"),
+    }
+    if u_true is not None:
+        ut = np.asarray(u_true, dtype=float)
+        if ut.shape != u.shape:
+            raise ValueError(f"u_true must have shape {u.shape} (site, param), got {ut.shape}")
+        names = learner.param_names
+        out["u_corr"] = {p: pearson(u[valid, i], ut[valid, i]) for i, p in enumerate(names)}
+        out["u_rmse"] = {p: float(np.sqrt(np.mean((u[valid, i] - ut[valid, i]) ** 2))) for i, p in enumerate(names)}
+        r = np.array(list(out["u_corr"].values()))
+        out["median_u_corr"] = float(np.nanmedian(r)) if np.isfinite(r).any() else float("nan")
+    return out
+
+
+__all__ = ["evaluate", "pearson"]
