@@ -325,6 +325,24 @@ def bedrock_depth(forcing: Forcing) -> np.ndarray:
     return np.asarray(ZISOI)[np.clip(nb, 1, N_LAYERS) - 1]
 
 
+def _observe_batch(soc_layers: np.ndarray, depth: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """pchip of (site, layer) SOC at (site, obs) depths; NaN depths give NaN."""
+    import jax
+    import jax.numpy as jnp
+
+    from ._pchip import observe
+
+    f = jax.jit(jax.vmap(observe))
+    out = np.full(depth.shape, np.nan)
+    finite = np.isfinite(depth)
+    safe = np.where(finite, depth, 0.5)
+    for a in range(0, depth.shape[0], batch):
+        b = min(a + batch, depth.shape[0])
+        vals = np.asarray(f(jnp.asarray(soc_layers[a:b], dtype=float), jnp.asarray(safe[a:b])))
+        out[a:b] = np.where(finite[a:b], vals, np.nan)
+    return out
+
+
 def synthetic_observations(
     model,
     u,
@@ -378,14 +396,13 @@ def synthetic_observations(
         (site, param) with the model's parameter names as the ``param``
         coordinate, ``valid`` (site) from the steady state and
         ``bedrock_depth`` (site).  The model is interpolated to the depths
-        with :class:`scipy.interpolate.PchipInterpolator` over the layer
-        nodes :data:`soiljax.ZSOI` (``extrapolate=True``), the observation
-        operator of MODELS.md section 5.  Sites whose steady state is invalid
+        by pchip over the layer nodes :data:`soiljax.ZSOI` with
+        extrapolation (the observation operator of MODELS.md section 5, the
+        same interpolant as :class:`scipy.interpolate.PchipInterpolator`
+        with ``extrapolate=True``), vectorised over sites.  Sites whose steady state is invalid
         get all-NaN observations and ``valid = False``: drop them
         (``obs[truth.valid.values]``) before calibrating.
     """
-    from scipy.interpolate import PchipInterpolator
-
     from ._batch import batched_steady_state
 
     lo_n, hi_n = (int(k) for k in n_obs)
@@ -429,11 +446,7 @@ def synthetic_observations(
             depth[i, :k] = np.sort(d)
     e = rng.standard_normal((n, hi_n))
 
-    soc_true = np.full((n, hi_n), np.nan)
-    z = np.asarray(ZSOI)
-    for i in range(n):
-        k = count[i]
-        soc_true[i, :k] = PchipInterpolator(z, soc_layers[i], extrapolate=True)(depth[i, :k])
+    soc_true = _observe_batch(soc_layers, depth)
     soc_true[~valid] = np.nan
     depth_obs = np.where(valid[:, None], depth, np.nan)
     soc = soc_true * np.exp(noise * e)

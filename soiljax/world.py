@@ -40,10 +40,8 @@ climate and hidden maps depend on the seed only, not on the resolution or the
 number of sites, so a 10-degree world and a 1-degree world of one seed show the
 same planet.  All generation is vectorised numpy: 50,000 sites on a 1-degree
 grid (about 17,000 land cells) take 10-18 s on one CPU core without the truth
-(``models=()``), with a peak memory of about 3 GB.  With both models,
-:func:`soiljax.synthetic_observations` adds about 40 s per model: its
-steady states take about 2 s (plus compilation), the rest is its per-site
-pchip interpolation loop.
+(``models=()``), with a peak memory of about 3 GB; with both models' steady
+states and observations about 16 s in all (measured 2026-11-21).
 
 Grid and land
 -------------
