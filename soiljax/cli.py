@@ -23,6 +23,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
 
 EXIT_USER_ERROR = 2
 
@@ -249,6 +252,202 @@ def _run_calibrate(args) -> int:
 
 
 # ---------------------------------------------------------------------------
+# world, learn, predict: PRODA's second stage
+# ---------------------------------------------------------------------------
+
+
+def _add_world(sub) -> None:
+    p = sub.add_parser(
+        "world",
+        help="write a synthetic world: grid covariates and forcing, profile sites, hidden true parameters",
+        description="Generate the synthetic world of soiljax.world (a lat/lon grid of land cells with 60 "
+        "covariates and a consistent monthly forcing, profile sites with noisy observed SOC profiles "
+        "from hidden smooth covariate -> parameter maps) and write it to a folder of netCDF files.",
+    )
+    p.add_argument("--n-sites", type=int, default=1000, help="profile sites (default 1000)")
+    p.add_argument("--resolution", type=float, default=5.0, help="grid spacing in degrees, dividing 180 (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--models", nargs="+", choices=["clm5", "compas"], default=["clm5", "compas"],
+                   help="models whose hidden parameters and observations to generate (default both)")
+    p.add_argument("--noise", type=float, default=0.1, help="multiplicative observation error (default 0.1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the world to")
+    p.set_defaults(func=_run_world)
+
+
+def _run_world(args) -> int:
+    from . import world as W
+
+    if args.n_sites < 1:
+        raise UserError(f"--n-sites must be at least 1, got {args.n_sites}")
+    try:
+        w = W.synthetic_world(args.n_sites, resolution=args.resolution, seed=args.seed, models=tuple(args.models),
+                              noise=args.noise)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    W.write_world(w, args.out)
+    valid = ", ".join(f"{m} {int(w.valid[m].sum())} valid" for m in args.models)
+    print(f"wrote {args.out} ({w.n_sites} sites, {w.n_cells} land cells at {args.resolution:g} deg; {valid})")
+    return 0
+
+
+def _site_labels(ds, source: str) -> np.ndarray:
+    if "site" not in ds.coords and "site" not in ds:
+        raise UserError(f"{source} has no 'site' coordinate: files must label their sites so they can be matched")
+    return np.asarray(ds["site"].values).astype(str)
+
+
+def _read_covariates(path):
+    """(covariate matrix, names, site labels) from a file with ``covariates`` (site, covariate)."""
+    from .io import _open
+
+    ds = _open(path, "covariate", UserError)
+    if "covariates" not in ds:
+        raise UserError(f"covariate file {str(path)!r} has no variable 'covariates' (site, covariate); "
+                        "write one like soiljax.world's sites.nc")
+    da = ds["covariates"]
+    if da.dims != ("site", "covariate"):
+        raise UserError(f"'covariates' in {str(path)!r} has dims {da.dims}, expected ('site', 'covariate')")
+    names = tuple(str(c) for c in ds["covariate"].values) if "covariate" in ds.coords else None
+    if names is None:
+        raise UserError(f"covariate file {str(path)!r} needs a 'covariate' coordinate with the covariate names")
+    return np.asarray(da.values, dtype=float), names, _site_labels(ds, f"covariate file {str(path)!r}")
+
+
+def _match(labels, wanted, what: str) -> np.ndarray:
+    """Indices into ``labels`` of the sites ``wanted`` (all must be present)."""
+    pos = {lab: i for i, lab in enumerate(labels)}
+    missing = [w for w in wanted if w not in pos]
+    if missing:
+        raise UserError(f"{len(missing)} site(s) of the {what} are not in the covariate file "
+                        f"(first: {missing[0]!r}); the files must describe the same sites")
+    return np.array([pos[w] for w in wanted], dtype=int)
+
+
+def _add_learn(sub) -> None:
+    p = sub.add_parser(
+        "learn",
+        help="learn a network from site covariates to model parameters (two-stage or end-to-end)",
+        description="PRODA's second stage. 'two-stage' regresses the posterior means u_mean of a calibration "
+        "(soiljax calibrate) on the sites' covariates; 'end-to-end' trains the network through the model's "
+        "steady state against the observed profiles directly. Sites are matched by their labels. "
+        "With --world DIR the covariates, forcing and observations come from a soiljax world folder.",
+    )
+    p.add_argument("--model", required=True, choices=["clm5", "compas"], help="model whose parameters to learn")
+    p.add_argument("--approach", choices=["two-stage", "end-to-end"], default="two-stage",
+                   help="two-stage (PRODA, needs --posterior) or end-to-end (needs forcing and observations)")
+    p.add_argument("--world", metavar="DIR", help="world folder (soiljax world): sites.nc, site_forcing.nc, obs_<model>.nc")
+    p.add_argument("--covariates", metavar="SITES.nc", help="file with covariates (site, covariate) and site labels")
+    p.add_argument("--posterior", metavar="POST.nc", help="posterior file of soiljax calibrate (two-stage targets, "
+                   "and the prior of end-to-end with --prior-weight)")
+    p.add_argument("--forcing", metavar="F.nc", help="forcing file of the observed sites (end-to-end)")
+    p.add_argument("--obs", metavar="OBS.nc", help="observation file (end-to-end)")
+    p.add_argument("--out", required=True, metavar="NET.eqx", help="learner file to write")
+    p.add_argument("--loss", choices=["mse", "proda"], default="mse", help="two-stage loss (default mse; proda: MSE x MRE)")
+    p.add_argument("--proda-filter", action="store_true",
+                   help="two-stage: train only on profiles accepted by PRODA's filter (mean R-hat < 1.05, NSE > 0)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 512, 512, 256], help="hidden widths (PRODA's default)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout rate (default 0.2)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 2000 two-stage, 300 end-to-end)")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default 100 / 30)")
+    p.add_argument("--batch-size", type=int, default=None, help="sites per mini-batch (default 32 / 64)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--ensemble", type=int, default=1, help="two-stage: bootstrap ensemble members (default 1)")
+    p.add_argument("--prior-weight", type=float, default=0.0,
+                   help="end-to-end: weight of mean (u - u_mean)^2 towards the posterior (needs --posterior)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffles (default 0)")
+    p.add_argument("--bedrock", choices=["proda", "closed"], default="proda", help="bedrock boundary (end-to-end)")
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    p.set_defaults(func=_run_learn)
+
+
+def _run_learn(args) -> int:
+    from . import io
+    from . import learning as L
+
+    for flag in ("ensemble",):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.world:
+        folder = Path(args.world)
+        cov_path = args.covariates or folder / "sites.nc"
+        forcing_path = args.forcing or folder / "site_forcing.nc"
+        obs_path = args.obs or folder / f"obs_{args.model}.nc"
+    else:
+        cov_path, forcing_path, obs_path = args.covariates, args.forcing, args.obs
+    if cov_path is None:
+        raise UserError("give the site covariates with --covariates SITES.nc (or a world folder with --world DIR)")
+    x_all, names, labels = _read_covariates(cov_path)
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    model = _models()[args.model](bedrock=args.bedrock)
+    post = None
+    if args.posterior:
+        post = io._open(args.posterior, "posterior", UserError)
+        if "u_mean" not in post:
+            raise UserError(f"posterior file {args.posterior!r} has no 'u_mean'; write one with soiljax calibrate")
+        if "param" in post.coords and tuple(map(str, post["param"].values)) != tuple(model.param_names):
+            raise UserError(f"the parameters of {args.posterior!r} are not those of {args.model} "
+                            f"({', '.join(map(str, post['param'].values[:3]))}, ...); calibrate the same model")
+    meta = {"covariate_file": str(cov_path), "approach": args.approach}
+    if args.approach == "two-stage":
+        if post is None:
+            raise UserError("two-stage learning needs the calibration's posterior: --posterior POST.nc "
+                            "(soiljax calibrate), or use --approach end-to-end")
+        keep = np.ones(post.sizes["site"], bool)
+        if args.proda_filter:
+            keep = post["accepted"].values.astype(bool)
+            if keep.sum() < 3:
+                raise UserError(f"only {int(keep.sum())} profiles pass PRODA's filter in {args.posterior!r}; "
+                                "drop --proda-filter or calibrate longer")
+        u_mean = post["u_mean"].values
+        keep &= np.all(np.isfinite(u_mean), axis=1)
+        idx = _match(labels, _site_labels(post, f"posterior file {args.posterior!r}")[keep], "posterior")
+        learner, hist = L.train_two_stage(
+            x_all[idx], u_mean[keep], model_name=args.model, covariate_names=names, loss=args.loss,
+            hidden=tuple(args.hidden), dropout=args.dropout, epochs=args.epochs or 2000,
+            batch_size=args.batch_size or 32, learning_rate=args.learning_rate,
+            patience=args.patience if args.patience is not None else 100, seed=args.seed, ensemble=args.ensemble,
+            progress=progress, metadata={**meta, "posterior_file": str(args.posterior)})
+        n_used = int(keep.sum())
+    else:
+        if forcing_path is None or obs_path is None:
+            raise UserError("end-to-end learning needs the observed sites' --forcing F.nc and --obs OBS.nc "
+                            "(or --world DIR)")
+        forcing, f_sites = io.read_forcing(forcing_path)
+        obs, _ = io.read_observations(obs_path, min_layers=0, check_units=False)
+        if obs.batch_shape != forcing.batch_shape:
+            raise UserError(f"{str(forcing_path)!r} has {forcing.batch_shape[0]} sites but {str(obs_path)!r} has "
+                            f"{obs.batch_shape[0]}; give one forcing site per observed profile, in the same order")
+        usable = np.asarray(obs.n_usable) >= 2  # e.g. sites whose truth was invalid in a synthetic world
+        f_labels = _site_labels(f_sites, f"forcing file {str(forcing_path)!r}")[usable]
+        idx = _match(labels, f_labels, "forcing file")
+        sel = np.flatnonzero(usable)
+        u_prior = None
+        if post is not None:
+            p_labels = _site_labels(post, f"posterior file {args.posterior!r}")
+            pos = {lab: i for i, lab in enumerate(p_labels)}
+            u_prior = np.full((len(sel), model.n_params), np.nan)
+            for k, lab in enumerate(f_labels):
+                if lab in pos:
+                    u_prior[k] = post["u_mean"].values[pos[lab]]
+        elif args.prior_weight > 0:
+            raise UserError("--prior-weight needs --posterior POST.nc (the posterior means to regularise towards)")
+        learner, hist = L.train_end_to_end(
+            model, x_all[idx], forcing[sel], obs[sel], covariate_names=names, u_prior=u_prior,
+            prior_weight=args.prior_weight, hidden=tuple(args.hidden), dropout=args.dropout,
+            epochs=args.epochs or 300, batch_size=args.batch_size or 64, learning_rate=args.learning_rate,
+            patience=args.patience if args.patience is not None else 30, seed=args.seed, progress=progress,
+            metadata={**meta, "forcing_file": str(forcing_path), "obs_file": str(obs_path)})
+        n_used = len(sel)
+    L.save_learner(args.out, learner)
+    best = hist.get("best_epoch")
+    print(f"wrote {args.out} ({args.model}, {args.approach}, {n_used} sites, best epoch {best}, "
+          f"{hist.get('wall_s', float('nan')):.0f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------
 
@@ -316,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_synthetic(sub)
     _add_calibrate(sub)
+    _add_world(sub)
+    _add_learn(sub)
     _add_demo(sub)
     _add_ude(sub)
     return parser
@@ -325,8 +526,10 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from ._forcing import ForcingError
     from ._observations import ObservationError
     from .io import FileFormatError
+    from .learning import LearnerFileError
 
-    return (UserError, FileFormatError, ForcingError, ObservationError, FileNotFoundError, PermissionError, IsADirectoryError)
+    return (UserError, FileFormatError, ForcingError, ObservationError, LearnerFileError, FileNotFoundError,
+            PermissionError, IsADirectoryError)
 
 
 _CACHED_COMMANDS = ("calibrate", "demo")

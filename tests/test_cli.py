@@ -214,3 +214,67 @@ def test_ude_subcommand_is_dispatched(monkeypatch, capsys):
     monkeypatch.setattr(soiljax.ude, "cli", fake, raising=False)
     assert main(["ude", "--epochs", "3"]) == 0
     assert "ude ran with 3 epochs" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------
+# world and learn (PRODA's second stage)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "w"
+    assert main(["world", "--n-sites", "30", "--resolution", "15", "--seed", "3", "--out", str(out)]) == 0
+    return out
+
+
+def test_world_command_writes_a_readable_world(world_dir, capsys):
+    from soiljax import world as W
+
+    w = W.read_world(world_dir)
+    assert w.n_sites == 30 and set(w.models) == {"clm5", "compas"}
+    again = W.synthetic_world(30, resolution=15.0, seed=3)
+    np.testing.assert_array_equal(w.covariate_matrix("sites"), again.covariate_matrix("sites"))
+    np.testing.assert_array_equal(w.u_true["clm5"], again.u_true["clm5"])
+
+
+def test_learn_command_two_stage_and_end_to_end(world_dir, tmp_path, capsys):
+    from soiljax import learning as L
+    from soiljax import world as W
+
+    w = W.read_world(world_dir)
+    # a stand-in posterior file (the truth as posterior means) exercises the file plumbing;
+    # calibration itself is tested in test_calibration.py
+    labels = w.sites["site"].values
+    post = xr.Dataset({"u_mean": (("site", "param"), w.u_true["clm5"]),
+                       "accepted": ("site", np.ones(w.n_sites, bool))},
+                      coords={"site": labels[::-1], "param": list(sj.CLM5().param_names)})
+    post["u_mean"].values[:] = w.u_true["clm5"][::-1]  # listed in another order: matched by label
+    post.to_netcdf(tmp_path / "post.nc")
+    net = tmp_path / "two.eqx"
+    assert main(["learn", "--model", "clm5", "--world", str(world_dir), "--posterior", str(tmp_path / "post.nc"),
+                 "--hidden", "8", "--epochs", "30", "--out", str(net), "--no-progress"]) == 0
+    learner = L.load_learner(net)
+    assert learner.covariate_names == W.COVARIATES and learner.metadata["approach"] == "two-stage"
+    u = np.asarray(learner.predict_u(w.covariate_matrix("sites")))
+    assert u.shape == (30, 21) and np.all((u > 0) & (u <= 1))
+    e2e = tmp_path / "e2e.eqx"
+    assert main(["learn", "--model", "clm5", "--approach", "end-to-end", "--world", str(world_dir),
+                 "--hidden", "8", "--epochs", "3", "--batch-size", "8", "--out", str(e2e), "--no-progress"]) == 0
+    assert L.load_learner(e2e).metadata["approach"] == "end-to-end"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_learn_command_user_errors(world_dir, tmp_path, capsys):
+    err = _error(["learn", "--model", "clm5", "--world", str(world_dir), "--out", str(tmp_path / "n.eqx")], capsys)
+    assert "--posterior" in err
+    err = _error(["learn", "--model", "clm5", "--out", str(tmp_path / "n.eqx")], capsys)
+    assert "--covariates" in err
+    xr.Dataset({"u_mean": (("site", "param"), np.full((2, 21), 0.5))},
+               coords={"site": ["nowhere", "else"], "param": list(sj.CLM5().param_names)}).to_netcdf(tmp_path / "p.nc")
+    err = _error(["learn", "--model", "clm5", "--world", str(world_dir), "--posterior", str(tmp_path / "p.nc"),
+                  "--out", str(tmp_path / "n.eqx")], capsys)
+    assert "not in the covariate file" in err
+    err = _error(["learn", "--model", "compas", "--world", str(world_dir), "--posterior", str(tmp_path / "p.nc"),
+                  "--out", str(tmp_path / "n.eqx")], capsys)
+    assert "not those of compas" in err
