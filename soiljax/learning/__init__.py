@@ -30,6 +30,15 @@ End-to-end (beyond PRODA), :func:`train_end_to_end`
 profile against the observations, SOC stock to 1 m, validity, and the
 correlation of predicted with true parameters where those are known.
 
+:func:`predict_maps` applies a learner to every land cell of a world
+(:mod:`soiljax.world`) and returns maps (lat, lon) of the predicted parameters,
+the SOC stocks ``soc_stock_0_30``, ``soc_stock_0_100`` (kgC m-2) and the six
+system-level components (NaN over the ocean and where the steady state is
+invalid); :func:`write_maps` / :func:`read_maps` keep them in netCDF,
+:func:`compare_models` correlates two models' maps (paper Figure 4) and
+:func:`maps_figure`, :func:`latitude_figure`, :func:`comparison_figure` draw
+them.
+
 Networks train in JAX's default float type, float64 once soiljax is imported
 (the steady states need it); small networks train quickly on CPU.
 """
@@ -61,3 +70,18 @@ from ._serialise import load_learner as load_learner
 from ._serialise import read_header as read_header
 from ._serialise import save_learner as save_learner
 from ._train import train_two_stage as train_two_stage
+from ._figures import comparison_figure as comparison_figure
+from ._figures import latitude_figure as latitude_figure
+from ._figures import map_figures as map_figures
+from ._figures import maps_figure as maps_figure
+from ._maps import MAP_VARIABLES as MAP_VARIABLES
+from ._maps import MapsError as MapsError
+from ._maps import compare_models as compare_models
+from ._maps import format_comparison as format_comparison
+from ._maps import global_stock as global_stock
+from ._maps import latitude_profile as latitude_profile
+from ._maps import predict_cells as predict_cells
+from ._maps import predict_maps as predict_maps
+from ._maps import read_maps as read_maps
+from ._maps import to_grid as to_grid
+from ._maps import write_maps as write_maps
