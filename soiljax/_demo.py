@@ -27,13 +27,15 @@ def run_demo(
     progress: bool = False,
     figures: bool = True,
     calibrate_sites: int = 12,
+    learn_sites: int = 60,
     log=print,
 ) -> dict:
     """Generate ``n_sites`` synthetic sites, run CLM5 and COMPAS at their default
     parameters, write ``forcing.nc``, ``clm5.nc``, ``compas.nc`` and PNG figures
     to ``out_dir``, then calibrate CLM5 on ``calibrate_sites`` synthetic
-    profiles (:func:`calibration_step`; 0 skips it) and return a summary dict
-    (also printed through ``log``).
+    profiles (:func:`calibration_step`; 0 skips it), run PRODA's whole chain
+    on a synthetic world with ``learn_sites`` profile sites (:func:`learning_step`;
+    0 skips it) and return a summary dict (also printed through ``log``).
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -64,6 +66,10 @@ def run_demo(
             forcing, results["clm5"], out, n_sites=calibrate_sites, seed=seed, bedrock=bedrock,
             progress=progress, figures=figures)
         files += cal_files
+    if learn_sites > 0:
+        summary["learning"], learn_files = learning_step(out, n_sites=learn_sites, seed=seed, progress=progress,
+                                                         figures=figures)
+        files += learn_files
     summary["seconds"] = time.perf_counter() - t0
     summary["files"] = [str(f) for f in files]
     if log is not None:
@@ -126,6 +132,70 @@ def calibration_step(forcing, clm5: xr.Dataset, out: Path, *, n_sites: int = 12,
     return summary, files
 
 
+def learning_step(out: Path, *, n_sites: int = 60, resolution: float = 10.0, seed: int = 0, progress: bool = False,
+                  figures: bool = True, warmup: int = 100, samples: int = 100, epochs: int = 400):
+    """PRODA's chain on a synthetic world: sites -> calibration -> learning -> maps -> figures.
+
+    Builds a world of ``n_sites`` profile sites on a ``resolution``-degree
+    grid (``out/world``, :func:`soiljax.world.synthetic_world`); for CLM5 and
+    COMPAS calibrates every valid site's observed profile with NUTS (3
+    chains, ``warmup`` + ``samples`` iterations: short, for a demo),
+    trains a two-stage network on the posterior means (hidden 64-64, MSE,
+    early stopping), predicts the maps of every land cell, and writes
+    ``posterior_world_<model>.nc``, ``net_<model>.eqx``,
+    ``maps_<model>.nc``, ``comparison.json`` and the figures ``maps.png``,
+    ``latitude.png``, ``comparison.png``.  Returns a summary (per model:
+    sites, accepted profiles, the network's correlation with the hidden true
+    parameters on the cells, the global stock; the CLM5-vs-COMPAS
+    correlations) and the written files.
+    """
+    import json
+
+    from . import learning as L
+    from . import world as W
+    from .calibration import NUTS, calibrate
+
+    t0 = time.perf_counter()
+    world = W.synthetic_world(n_sites, resolution=resolution, seed=seed)
+    W.write_world(world, out / "world")
+    files = [out / "world"]
+    x = world.covariate_matrix("sites")
+    summary: dict = {"n_sites": int(n_sites), "n_cells": int(world.n_cells), "models": {}}
+    maps = {}
+    for name in ("clm5", "compas"):
+        model = {"clm5": CLM5, "compas": COMPAS}[name]()
+        keep = np.flatnonzero(world.valid[name])
+        labels = world.sites["site"].values[keep]
+        post = calibrate(model, world.site_forcing[keep], world.observations[name][keep], method=NUTS(),
+                         warmup=warmup, samples=samples, batch_size=len(keep), seed=seed, progress=progress,
+                         out=out / f"posterior_world_{name}.nc", resume=False, site_id=labels)
+        learner, hist = L.train_two_stage(x[keep], post["u_mean"].values, model_name=name,
+                                          covariate_names=W.COVARIATES, hidden=(64, 64), epochs=epochs,
+                                          patience=50, seed=seed, progress=False)
+        L.save_learner(out / f"net_{name}.eqx", learner)
+        maps[name] = L.predict_maps(learner, world, progress=progress)
+        L.write_maps(maps[name], out / f"maps_{name}.nc")
+        u_cells = np.asarray(learner.predict_u(world.covariate_matrix("cells")))
+        r = [L.pearson(u_cells[:, j], world.cell_u_true[name][:, j]) for j in range(model.n_params)]
+        summary["models"][name] = {
+            "sites": int(len(keep)),
+            "accepted": int(post["accepted"].sum()),
+            "median_nse": float(post["nse"].median()),
+            "median_r_u_cells": float(np.nanmedian(r)),
+            "global_stock_PgC": L.global_stock(maps[name])["total_PgC"],
+        }
+        files += [out / f"posterior_world_{name}.nc", out / f"net_{name}.eqx", out / f"maps_{name}.nc"]
+    cmp = L.compare_models(maps["clm5"], maps["compas"], names=("clm5", "compas"))
+    (out / "comparison.json").write_text(json.dumps(cmp, indent=1))
+    files.append(out / "comparison.json")
+    summary["r_log_soc_0_100"] = cmp["variables"]["soc_stock_0_100"]["r"]
+    summary["r_components"] = {v: c["r"] for v, c in cmp["variables"].items() if not v.startswith("soc_stock")}
+    if figures:
+        files += L.map_figures(maps, out)
+    summary["seconds"] = time.perf_counter() - t0
+    return summary, files
+
+
 def summarise(clm5: xr.Dataset, compas: xr.Dataset) -> dict:
     """Valid fractions (overall and per zone) and median 0-1 m stocks of both models."""
     summary: dict = {"n_sites": int(clm5.sizes["site"])}
@@ -160,6 +230,18 @@ def format_summary(summary: dict) -> str:
             f"{c['accepted']} accepted by PRODA's filter, median NSE {c['median_nse']:.3f}, "
             f"median max R-hat {c['median_rhat_max']:.3f}, 90% intervals cover {100 * c['coverage90']:.0f}% of true u"
         )
+    if "learning" in summary:
+        c = summary["learning"]
+        lines.append(f"  learning: world of {c['n_sites']} sites and {c['n_cells']} land cells, calibrated, two-stage "
+                     f"networks, maps in {c['seconds']:.0f} s")
+        for name, m in c["models"].items():
+            lines.append(
+                f"    {name:6s}: {m['accepted']}/{m['sites']} profiles accepted (median NSE {m['median_nse']:.2f}); "
+                f"network vs hidden u on the cells: median r {m['median_r_u_cells']:.2f}; "
+                f"global SOC 0-1 m {m['global_stock_PgC']:.0f} Pg C (valid cells)"
+            )
+        comps = ", ".join(f"{k} {v:.2f}" for k, v in c["r_components"].items())
+        lines.append(f"    CLM5 vs COMPAS maps: r(log SOC 0-1 m) = {c['r_log_soc_0_100']:.2f}; components: {comps}")
     if "seconds" in summary:
         lines.append(f"  done in {summary['seconds']:.1f} s")
     if summary.get("files"):

@@ -8,6 +8,10 @@ Subcommands::
     soiljax calibrate --model {clm5,compas} --forcing F.nc --obs OBS.nc --out POST.nc
                       [--method {hmc,nuts,proda}] [--chains 3] [--warmup N] [--samples N]
                       [--batch N] [--likelihood ...] [--bedrock {proda,closed}]
+    soiljax world --n-sites N [--resolution DEG] [--seed S] --out DIR
+    soiljax learn --model {clm5,compas} (--world DIR | --covariates SITES.nc ...)
+                  [--approach {two-stage,end-to-end}] [--posterior POST.nc] --out NET.eqx
+    soiljax predict --net NET.eqx [NET2.eqx] --world DIR --out DIR
     soiljax demo [--out DIR] [--n-sites N] [--seed S]
     soiljax ude ...            (when soiljax.ude.cli is available)
 
@@ -15,7 +19,9 @@ User errors (a missing or malformed file, a missing variable, a wrong unit,
 bad options) print one line to stderr and exit with status 2; there is no
 traceback.  Each subcommand is a thin wrapper around a library function:
 :func:`soiljax.io.simulate_to_file`, :func:`soiljax.synthetic.synthetic_sites`,
-:func:`soiljax.calibration.calibrate`, ``soiljax._demo.run_demo``.
+:func:`soiljax.calibration.calibrate`, :func:`soiljax.world.synthetic_world`,
+:func:`soiljax.learning.train_two_stage` / :func:`~soiljax.learning.train_end_to_end`,
+:func:`soiljax.learning.predict_maps`, ``soiljax._demo.run_demo``.
 """
 
 from __future__ import annotations
@@ -447,6 +453,58 @@ def _run_learn(args) -> int:
     return 0
 
 
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="global maps from learned networks: parameters, SOC stocks and system-level components per grid cell",
+        description="Apply one or two learned networks (soiljax learn) to every land cell of a world folder: "
+        "predicted parameters, steady states, SOC stocks 0-0.3 m and 0-1 m (kgC m-2) and the six system-level "
+        "components on the (lat, lon) grid, one maps_<model>.nc per network, figures (maps, latitude "
+        "profiles and, with a CLM5 and a COMPAS network, their comparison with correlations in comparison.json).",
+    )
+    p.add_argument("--net", required=True, nargs="+", metavar="NET.eqx", help="learner file(s) of soiljax learn")
+    p.add_argument("--world", required=True, metavar="DIR",
+                   help="world folder with grid.nc, cells.nc (covariates) and cell_forcing.nc (soiljax world)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for maps_<model>.nc and figures")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    import json
+
+    from . import learning as L
+
+    learners = [L.load_learner(path) for path in args.net]
+    names = [lr.model_name for lr in learners]
+    if len(set(names)) != len(names):  # e.g. two CLM5 networks: name them by file
+        names = [Path(path).stem for path in args.net]
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    maps = {}
+    try:
+        for name, learner in zip(names, learners):
+            maps[name] = L.predict_maps(learner, args.world, progress=progress)
+            L.write_maps(maps[name], out / f"maps_{name}.nc")
+            stock = L.global_stock(maps[name])
+            print(f"wrote {out / f'maps_{name}.nc'}: SOC 0-1 m {stock['total_PgC']:.0f} Pg C over "
+                  f"{100 * stock['valid_area_fraction']:.0f}% of the land area (valid cells)")
+    except L.MapsError as exc:
+        raise UserError(str(exc)) from exc
+    if len(maps) == 2:
+        cmp = L.compare_models(*maps.values(), names=tuple(maps))
+        (out / "comparison.json").write_text(json.dumps(cmp, indent=1))
+        print(L.format_comparison(cmp))
+    if not args.no_figures:
+        files = L.map_figures(maps, out)
+        print("figures: " + ", ".join(str(f) for f in files))
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------
@@ -459,7 +517,8 @@ def _add_demo(sub) -> None:
         description="Generate synthetic sites, run CLM5 and COMPAS at their default parameters, write "
         "DIR/forcing.nc, DIR/clm5.nc, DIR/compas.nc and PNG figures, calibrate CLM5 on synthetic observed "
         "profiles of some of the sites (DIR/obs.nc, DIR/posterior_clm5.nc, DIR/calibration_profiles.png), "
-        "and print a summary.",
+        "run PRODA's chain on a synthetic world (DIR/world, posteriors, networks, maps_<model>.nc, maps.png, "
+        "latitude.png, comparison.png) and print a summary.",
     )
     p.add_argument("--out", default="soiljax_demo", metavar="DIR", help="output folder (default ./soiljax_demo)")
     p.add_argument("--n-sites", type=int, default=250, help="number of synthetic sites (default 250)")
@@ -468,6 +527,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--calibrate-sites", type=int, default=12, metavar="N",
                    help="calibrate CLM5 on N synthetic observed profiles (default 12; 0 skips the step)")
+    p.add_argument("--learn-sites", type=int, default=60, metavar="N",
+                   help="PRODA's chain on a synthetic world of N profile sites: calibration of both models, "
+                        "two-stage networks, global maps and figures (default 60; 0 skips the step)")
     p.set_defaults(func=_run_demo)
 
 
@@ -478,8 +540,10 @@ def _run_demo(args) -> int:
         raise UserError(f"--n-sites must be at least 1, got {args.n_sites}")
     if args.calibrate_sites < 0:
         raise UserError(f"--calibrate-sites must be >= 0, got {args.calibrate_sites}")
+    if args.learn_sites < 0:
+        raise UserError(f"--learn-sites must be >= 0, got {args.learn_sites}")
     run_demo(args.out, n_sites=args.n_sites, seed=args.seed, bedrock=args.bedrock, figures=not args.no_figures,
-             calibrate_sites=args.calibrate_sites, progress=sys.stderr.isatty())
+             calibrate_sites=args.calibrate_sites, learn_sites=args.learn_sites, progress=sys.stderr.isatty())
     return 0
 
 
@@ -517,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_world(sub)
     _add_learn(sub)
+    _add_predict(sub)
     _add_demo(sub)
     _add_ude(sub)
     return parser

@@ -110,12 +110,15 @@ def test_synthetic_command(tmp_path):
     assert set(meta["zone"].values) == {"boreal", "arid"}
 
 
+@pytest.mark.slow
 def test_demo_writes_its_files(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n-sites", str(N), "--seed", "4"]) == 0
+    assert main(["demo", "--out", str(out), "--n-sites", str(N), "--seed", "4", "--learn-sites", "16"]) == 0
     names = {p.name for p in out.iterdir()}
     assert {"forcing.nc", "clm5.nc", "compas.nc", "profiles.png", "soc_stock_latitude.png", "components_scatter.png",
-            "obs.nc", "posterior_clm5.nc", "calibration_profiles.png"} <= names
+            "obs.nc", "posterior_clm5.nc", "calibration_profiles.png",
+            "world", "posterior_world_clm5.nc", "posterior_world_compas.nc", "net_clm5.eqx", "net_compas.eqx",
+            "maps_clm5.nc", "maps_compas.nc", "comparison.json", "maps.png", "latitude.png", "comparison.png"} <= names
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     text = capsys.readouterr().out
@@ -125,6 +128,11 @@ def test_demo_writes_its_files(tmp_path, capsys):
     assert "calibration: CLM5 on" in text
     post = xr.open_dataset(out / "posterior_clm5.nc")
     assert 0 < post.sizes["site"] <= 12 and np.isfinite(post["u_mean"].values).all()
+    assert "learning: world of 16 sites" in text and "CLM5 vs COMPAS maps" in text
+    from soiljax import learning as L
+
+    maps = L.read_maps(out / "maps_compas.nc")
+    assert np.isfinite(maps["soc_stock_0_100"].values).any()
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +286,34 @@ def test_learn_command_user_errors(world_dir, tmp_path, capsys):
     err = _error(["learn", "--model", "compas", "--world", str(world_dir), "--posterior", str(tmp_path / "p.nc"),
                   "--out", str(tmp_path / "n.eqx")], capsys)
     assert "not those of compas" in err
+
+
+def test_predict_command_writes_maps_comparison_and_figures(world_dir, tmp_path, capsys):
+    import json
+
+    from soiljax import learning as L
+    from soiljax import world as W
+
+    w = W.read_world(world_dir)
+    x = w.covariate_matrix("sites")
+    nets = []
+    for name in ("clm5", "compas"):
+        nets.append(tmp_path / f"{name}.eqx")
+        L.save_learner(nets[-1], L.init_learner(x, model_name=name, covariate_names=W.COVARIATES, hidden=(8,), seed=1))
+    out = tmp_path / "maps"
+    assert main(["predict", "--net", *map(str, nets), "--world", str(world_dir), "--out", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "Pg C" in text and "clm5 vs compas" in text
+    for name in ("clm5", "compas"):
+        maps = L.read_maps(out / f"maps_{name}.nc")
+        assert set(L.MAP_VARIABLES) <= set(maps.data_vars)
+        assert maps["soc_stock_0_100"].dims == ("lat", "lon") and maps["soc_stock_0_100"].attrs["units"] == "kgC m-2"
+        land = w.grid["land"].values
+        assert np.isnan(maps["soc_stock_0_100"].values[~land]).all()
+    cmp = json.loads((out / "comparison.json").read_text())
+    assert set(cmp["variables"]) == set(L.MAP_VARIABLES)
+    assert {p.name for p in out.glob("*.png")} == {"maps.png", "latitude.png", "comparison.png"}
+    err = _error(["predict", "--net", str(tmp_path / "missing.eqx"), "--world", str(world_dir),
+                  "--out", str(out)], capsys)
+    assert "missing.eqx" in err
