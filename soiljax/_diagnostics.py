@@ -48,6 +48,16 @@ COMPONENT_UNITS = {
 }
 """Units of the six system-level components (the keys are the variable names)."""
 
+COMPONENT_LONG_NAMES = {
+    "cte": "flux-weighted carbon transfer efficiency",
+    "k_bulk": "stock-weighted baseline decomposition rate",
+    "xi_system": "SOC-weighted environmental modifier",
+    "v_system": "SOC-weighted vertical transport rate",
+    "b_system": "input allocation index",
+    "plant_input": "annual plant carbon input",
+}
+"""Long names of the six components, for file attributes and figure labels."""
+
 
 def soc_stock(soc, depth: float):
     """Stock from the surface to ``depth`` (m) in kgC m-2 from per-layer densities in gC m-3.

@@ -675,7 +675,7 @@ def results_dataset(
     not given.  ``sites`` (as returned by :func:`read_forcing`) provides the
     ``site`` labels and ``lat``/``lon``/``zone``.
     """
-    from ._diagnostics import COMPONENT_UNITS, soc_stock
+    from ._diagnostics import COMPONENT_LONG_NAMES, COMPONENT_UNITS, soc_stock
 
     if len(forcing.batch_shape) != 1:
         raise ValueError(f"results_dataset expects a forcing with one leading site axis, got {forcing.batch_shape}")
@@ -716,7 +716,7 @@ def results_dataset(
             {"units": "kgC m-2", "long_name": f"SOC stock from the surface to {depth:g} m"},
         )
     for key, unit in COMPONENT_UNITS.items():
-        data[key] = (("site",), np.asarray(components[key]), {"units": unit, "long_name": _COMPONENT_LONG_NAMES.get(key, key)})
+        data[key] = (("site",), np.asarray(components[key]), {"units": unit, "long_name": COMPONENT_LONG_NAMES.get(key, key)})
     coords = {
         "site": np.arange(n) if sites is None else np.asarray(sites["site"].values),
         "pool": ("pool", np.array(model.pool_names), {"long_name": "carbon pool"}),
@@ -740,14 +740,6 @@ def results_dataset(
     return ds
 
 
-_COMPONENT_LONG_NAMES = {
-    "cte": "flux-weighted carbon transfer efficiency",
-    "k_bulk": "stock-weighted baseline decomposition rate",
-    "xi_system": "SOC-weighted environmental modifier",
-    "v_system": "SOC-weighted vertical transport rate",
-    "b_system": "input allocation index",
-    "plant_input": "annual plant carbon input",
-}
 
 
 def write_results(ds: xr.Dataset, path) -> Path:

@@ -52,7 +52,7 @@ import numpy as np
 import xarray as xr
 
 from .._batch import DEFAULT_CPU_BATCH, batched_steady_state
-from .._diagnostics import COMPONENT_UNITS, soc_stock, system_components
+from .._diagnostics import COMPONENT_LONG_NAMES, COMPONENT_UNITS, soc_stock, system_components
 from .._grid import DZ, N_LAYERS, ZISOI, ZSOI
 from ._learner import Learner, model_name_of
 from ._network import U_EPS
@@ -78,12 +78,7 @@ MAP_UNITS = {"soc_stock_0_30": "kgC m-2", "soc_stock_0_100": "kgC m-2", **COMPON
 LONG_NAMES = {
     "soc_stock_0_30": "SOC stock from the surface to 0.3 m",
     "soc_stock_0_100": "SOC stock from the surface to 1 m",
-    "cte": "flux-weighted carbon transfer efficiency",
-    "k_bulk": "stock-weighted baseline decomposition rate",
-    "xi_system": "SOC-weighted environmental modifier",
-    "v_system": "SOC-weighted vertical transport rate",
-    "b_system": "input allocation index",
-    "plant_input": "annual plant carbon input",
+    **COMPONENT_LONG_NAMES,
 }
 """Long names of the :data:`MAP_VARIABLES`."""
 
