@@ -372,9 +372,8 @@ def _run_learn(args) -> int:
     from . import io
     from . import learning as L
 
-    for flag in ("ensemble",):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.ensemble < 1:
+        raise UserError(f"--ensemble must be at least 1, got {args.ensemble}")
     if args.world:
         folder = Path(args.world)
         cov_path = args.covariates or folder / "sites.nc"
@@ -421,7 +420,7 @@ def _run_learn(args) -> int:
             raise UserError("end-to-end learning needs the observed sites' --forcing F.nc and --obs OBS.nc "
                             "(or --world DIR)")
         forcing, f_sites = io.read_forcing(forcing_path)
-        obs, _ = io.read_observations(obs_path, min_layers=0, check_units=False)
+        obs, _ = io.read_observations(obs_path, min_layers=0)  # sites without usable layers are dropped below
         if obs.batch_shape != forcing.batch_shape:
             raise UserError(f"{str(forcing_path)!r} has {forcing.batch_shape[0]} sites but {str(obs_path)!r} has "
                             f"{obs.batch_shape[0]}; give one forcing site per observed profile, in the same order")
