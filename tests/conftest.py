@@ -52,3 +52,20 @@ def reference():
 @pytest.fixture(scope="session")
 def ref_forcing(reference):
     return reference_forcing(reference)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every compiled XLA CPU program keeps a few memory mappings; the whole
+    suite compiles thousands of them, and a single process that keeps them
+    all approaches the kernel's limit on mappings per process (65,530 here),
+    where XLA crashed while compiling late in the suite.  Modules do not
+    share compiled programs, so releasing them costs nothing.
+    """
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
