@@ -40,6 +40,19 @@ class UserError(Exception):
     """A problem the user can fix (reported without a traceback)."""
 
 
+def _add_progress(p) -> None:
+    """--progress / --no-progress (default: a progress bar when stderr is a terminal)."""
+    prog = p.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="always show progress bars")
+    prog.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="never show progress bars (default: shown on a terminal)")
+
+
+def _progress(args) -> bool:
+    return args.progress if args.progress is not None else sys.stderr.isatty()
+
+
 def _models():
     from ._models import CLM5, COMPAS
 
@@ -73,11 +86,7 @@ def _add_simulate(sub) -> None:
                    help="discard part files of an earlier interrupted run instead of resuming it")
     p.add_argument("--allow-outside-prior", action="store_true",
                    help="accept parameter values outside [0, 1] (e.g. CLM5's default efolding)")
-    prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="always show a progress bar over batches")
-    prog.add_argument("--no-progress", dest="progress", action="store_false",
-                      help="never show a progress bar (default: shown on a terminal)")
+    _add_progress(p)
     p.set_defaults(func=_run_simulate)
 
 
@@ -101,9 +110,7 @@ def _run_simulate(args) -> int:
     else:
         u = model.default_u()
         origin = "model defaults"
-    progress = args.progress
-    if progress is None:
-        progress = sys.stderr.isatty()
+    progress = _progress(args)
     io.simulate_to_file(
         model,
         u,
@@ -195,11 +202,7 @@ def _add_calibrate(sub) -> None:
                    help="transport boundary at bedrock: 'proda' (as the original code) or 'closed' (mass conserving)")
     p.add_argument("--restart", action="store_true",
                    help="discard part files of an earlier interrupted run instead of resuming it")
-    prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="always show the progress bar")
-    prog.add_argument("--no-progress", dest="progress", action="store_false",
-                      help="never show the progress bar (default: shown on a terminal)")
+    _add_progress(p)
     p.set_defaults(func=_run_calibrate)
 
 
@@ -236,7 +239,7 @@ def _run_calibrate(args) -> int:
                "proda": lambda: cal.ProdaMetropolis()}[args.method]()
     likelihood = {"default": None, "lognormal": cal.LogNormal(sigma=args.sigma), "gaussian": cal.Gaussian(rel_sigma=args.sigma),
                   "proda": cal.proda_likelihood(model)}[args.likelihood]
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = _progress(args)
     from ._parts import PartsMismatchError
 
     try:
@@ -362,9 +365,7 @@ def _add_learn(sub) -> None:
                    help="end-to-end: weight of mean (u - u_mean)^2 towards the posterior (needs --posterior)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffles (default 0)")
     p.add_argument("--bedrock", choices=["proda", "closed"], default="proda", help="bedrock boundary (end-to-end)")
-    prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
-    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    _add_progress(p)
     p.set_defaults(func=_run_learn)
 
 
@@ -384,7 +385,7 @@ def _run_learn(args) -> int:
     if cov_path is None:
         raise UserError("give the site covariates with --covariates SITES.nc (or a world folder with --world DIR)")
     x_all, names, labels = _read_covariates(cov_path)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = _progress(args)
     model = _models()[args.model](bedrock=args.bedrock)
     post = None
     if args.posterior:
@@ -466,9 +467,7 @@ def _add_predict(sub) -> None:
                    help="world folder with grid.nc, cells.nc (covariates) and cell_forcing.nc (soiljax world)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for maps_<model>.nc and figures")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
-    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    _add_progress(p)
     p.set_defaults(func=_run_predict)
 
 
@@ -481,7 +480,7 @@ def _run_predict(args) -> int:
     names = [lr.model_name for lr in learners]
     if len(set(names)) != len(names):  # e.g. two CLM5 networks: name them by file
         names = [Path(path).stem for path in args.net]
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = _progress(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     maps = {}
