@@ -450,14 +450,36 @@ class COMPAS(AbstractSoilModel):
         return jnp.concatenate([ops.xi, jnp.broadcast_to(ops.xi[0], (4, N_LAYERS))])
 
 
+@jax.custom_jvp
+def _quotient(num, den):
+    """``num / den`` whose derivative never squares ``den``.
+
+    The default rule ``dnum / den - num * dden / den**2`` overflows (or
+    gives 0/0) when ``den`` is tiny but finite, e.g. ~1e-170 for the litter
+    of a layer below bedrock, although the quotient and its true derivative
+    are moderate.  Here the tangent is ``(dnum - q * dden) / den``.
+    """
+    return num / den
+
+
+@_quotient.defjvp
+def _quotient_jvp(primals, tangents):
+    num, den = primals
+    dnum, dden = tangents
+    q = num / den
+    q_finite = jnp.where(jnp.isfinite(q), q, 0.0)
+    return q, (dnum - q_finite * dden) / den
+
+
 def _safe_div(num, den):
     """num / den, or 0 with a False flag where den == 0 (PRODA's 0/0 = NaN case).
 
     Negative quotients are kept (PRODA rejects them through its negativity rule);
-    the double ``where`` keeps value and gradient free of NaN.
+    the double ``where`` and :func:`_quotient`'s derivative keep value and
+    gradient free of NaN.
     """
     nonzero = den != 0
-    q = num / jnp.where(nonzero, den, 1.0)
+    q = _quotient(num, jnp.where(nonzero, den, 1.0))
     ok = nonzero & jnp.isfinite(q)
     return jnp.where(ok, q, 0.0), ok
 
