@@ -11,28 +11,59 @@ range the end intervals' cubics are continued.
 Everything is differentiable in the node values ``y`` (the quantity we
 calibrate through) and in the query points.  The harmonic mean is evaluated
 with a guarded denominator, so that flat or sign-changing data (slope 0) give
-finite gradients.
+finite gradients, and its derivative is written in a bounded form, so that
+tiny (underflowing) secants do too.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._grid import ZSOI
 
 
+@jax.custom_jvp
+def _harmonic_mean(w1, w2, d0, d1):
+    """Fritsch-Butland weighted harmonic mean ``(w1 + w2) / (w1 / d0 + w2 / d1)``.
+
+    For secants of one sign (``d0 / d1 > 0``).  Written like scipy's, so the
+    value is the same to the last bit.  The default derivative goes through
+    ``1 / d0**2``, which overflows where the secants are tiny but finite (SOC
+    ~1e-160 gC m-3 deep below a shallow bedrock) although the true derivative
+    is bounded; :func:`_harmonic_mean_jvp` uses the bounded form.
+    """
+    return (w1 + w2) / (w1 / d0 + w2 / d1)
+
+
+@_harmonic_mean.defjvp
+def _harmonic_mean_jvp(primals, tangents):
+    w1, w2, d0, d1 = primals
+    dw1, dw2, dd0, dd1 = tangents
+    hm = _harmonic_mean(w1, w2, d0, d1)
+    w = w1 + w2
+    r = d0 / d1  # > 0, possibly 0 or inf when one secant underflows against the other
+    a = w / (w1 + w2 * r)  # hm / d0, in [0, w / w1]
+    b = w / (w2 + w1 / r)  # hm / d1, in [0, w / w2]
+    tangent = (a * a * w1 * dd0 + b * b * w2 * dd1 + hm * (1.0 - a) * dw1 + hm * (1.0 - b) * dw2) / w
+    return hm, tangent
+
+
 def _interior_slopes(h, delta):
-    """Slopes at the interior nodes (Fritsch-Butland weighted harmonic mean)."""
+    """Slopes at the interior nodes (Fritsch-Butland weighted harmonic mean).
+
+    Zero where the secants on either side differ in sign or one is zero
+    (scipy's rule; a sign test, so products that underflow do not count).
+    """
     h0, h1 = h[:-1], h[1:]
     d0, d1 = delta[:-1], delta[1:]
     w1 = 2.0 * h1 + h0
     w2 = h1 + 2.0 * h0
-    monotone = (d0 * d1) > 0.0
+    monotone = (jnp.sign(d0) == jnp.sign(d1)) & (d0 != 0.0)
     safe0 = jnp.where(monotone, d0, 1.0)
     safe1 = jnp.where(monotone, d1, 1.0)
-    hm = (w1 + w2) / (w1 / safe0 + w2 / safe1)
-    return jnp.where(monotone, hm, 0.0)
+    return jnp.where(monotone, _harmonic_mean(w1, w2, safe0, safe1), 0.0)
 
 
 def _end_slope(h0, h1, d0, d1):

@@ -108,6 +108,25 @@ def test_pchip_equals_scipy(case):
                                atol=1e-12 * np.abs(yx).max())
 
 
+@pytest.mark.parametrize("scale", [1e-160, 1e-300])
+def test_pchip_is_scale_free_down_to_underflowing_data(scale):
+    # pchip is homogeneous of degree 1 in y, so its Jacobian does not depend on y's scale.  Deep SOC
+    # below a shallow bedrock reaches ~1e-160 gC m-3: products of secants underflow there, and the
+    # textbook derivative of the harmonic mean overflows; neither may change the value or gradient.
+    y = _pchip_cases()["monotone_decreasing"] * (1.0 + 0.1 * np.sin(5.0 * _X))
+    x, xq = jnp.asarray(_X), jnp.asarray(_XQ)
+
+    def interp(yy):
+        return pchip_interpolate(x, yy, xq)
+
+    np.testing.assert_allclose(np.asarray(interp(jnp.asarray(y * scale))),
+                               PchipInterpolator(_X, y * scale, extrapolate=True)(_XQ), rtol=1e-12, atol=0)
+    jac = np.asarray(jax.jacfwd(interp)(jnp.asarray(y)))
+    for transform in (jax.jacfwd, jax.jacrev):
+        small = np.asarray(transform(interp)(jnp.asarray(y * scale)))
+        np.testing.assert_allclose(small, jac, rtol=1e-10, atol=1e-12 * np.abs(jac).max())
+
+
 @pytest.mark.parametrize("case", list(_pchip_cases()))
 def test_pchip_gradient_matches_finite_differences(case):
     y = _pchip_cases()[case]
