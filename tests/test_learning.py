@@ -121,6 +121,22 @@ def test_losses_against_numpy():
         lrn.mse_loss(pred, target, np.ones(7))
 
 
+def test_pearson_skips_non_finite_and_is_nan_when_undefined():
+    from soiljax.learning import pearson
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    assert pearson(a, b) == pytest.approx(np.corrcoef(a, b)[0, 1], rel=1e-12)
+    a2, b2 = a.copy(), b.copy()
+    a2[3], b2[7] = np.nan, np.inf
+    keep = np.ones(50, bool)
+    keep[[3, 7]] = False
+    assert pearson(a2, b2) == pytest.approx(np.corrcoef(a[keep], b[keep])[0, 1], rel=1e-12)
+    # a constant column has no correlation (centring 0.1 leaves round-off that used to give ~1e-16)
+    assert np.isnan(pearson(np.full(50, 0.1), b)) and np.isnan(pearson(a, np.full(50, 0.7)))
+    assert np.isnan(pearson([1.0, np.nan], [2.0, 3.0]))
+
+
 def test_scaler_fit_transform_inverse():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 4)) * [1.0, 10.0, 0.1, 1.0] + [0.0, 100.0, -3.0, 0.0]

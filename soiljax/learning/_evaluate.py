@@ -29,9 +29,11 @@ def pearson(a, b) -> float:
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 2:
         return float("nan")
-    a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
+    a, b = a[ok], b[ok]
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")  # a constant column (centring it leaves round-off, not a correlation)
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
 
 
 def evaluate(model, learner: Learner, x, forcing, obs, *, u_true=None, batch_size: int | None = None) -> dict:

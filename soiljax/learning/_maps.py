@@ -124,11 +124,10 @@ def _learner_attrs(learner: Learner) -> dict:
 
 
 def _model_attrs(model) -> dict:
-    attrs = {"model": model_name_of(model), "bedrock": str(getattr(model, "bedrock", ""))}
-    for field in ("sand_dependent_transfers", "proda_enzyme_quirk"):
-        if hasattr(model, field):
-            attrs[field] = int(bool(getattr(model, field)))
-    return attrs
+    """The model's options as file attributes (those of simulation files), named as the learners name it."""
+    from ..io import _model_attrs as simulation_attrs
+
+    return {**simulation_attrs(model), "model": model_name_of(model)}
 
 
 def _covariates_for(learner: Learner, covariates, what: str = "covariates") -> np.ndarray:
