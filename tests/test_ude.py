@@ -26,6 +26,7 @@ from soiljax.ude import (
     depth_grid,
     initial_estimate,
     initial_profile,
+    initial_roughness,
     make_synthetic,
     make_ude,
     multiplicative,
@@ -296,6 +297,29 @@ def test_initial_state_estimated_when_unknown(short_problem):
     assert isinstance(est, Estimate) and est.log_c0 is not None
     np.testing.assert_allclose(np.asarray(est.initial_state(problem)),
                                np.asarray(data.c_obs[0]))
+
+
+def test_initial_roughness_prior(short_problem):
+    data, known = short_problem
+    problem = Problem(data.ts, data.c_obs, data.drivers, None, focus=0)
+    est = initial_estimate(jax.random.key(0), problem, 8, 8)
+    # exponential in depth (the eq.-8 profile): no roughness; a known initial profile: none either
+    smooth = eqx.tree_at(lambda e: e.log_c0, est, jnp.log(initial_profile(data.z)))
+    assert float(initial_roughness(smooth)) == pytest.approx(0.0, abs=1e-20)
+    assert float(initial_roughness(initial_estimate(jax.random.key(0), known, 8, 8))) == 0.0
+    # a zig-zag of +-a in log C has second differences of +-4a
+    a = 0.05
+    zigzag = eqx.tree_at(lambda e: e.log_c0, est, smooth.log_c0 + a * (-1.0) ** np.arange(data.z.size))
+    assert float(initial_roughness(zigzag)) == pytest.approx((4 * a) ** 2, rel=1e-9)
+    # it enters both losses with its weight, and its gradient smooths the profile
+    for loss in (plain_loss, noise_aware_loss):
+        model = zigzag if loss is plain_loss else NoisyEstimate(zigzag, NoiseModel("normal", sigma=0.1))
+        base = loss(model, problem, LossWeights(1.0, 1.0, 1e-4))
+        weighted = loss(model, problem, LossWeights(1.0, 1.0, 1e-4, smooth=10.0))
+        assert float(weighted - base) == pytest.approx(10.0 * (4 * a) ** 2, rel=1e-6)
+    g = jax.grad(lambda c: initial_roughness(eqx.tree_at(lambda e: e.log_c0, est, c)))(zigzag.log_c0)
+    step = zigzag.log_c0 - 0.01 * g
+    assert float(initial_roughness(eqx.tree_at(lambda e: e.log_c0, est, step))) < float(initial_roughness(zigzag))
 
 
 @pytest.mark.parametrize("family,ar1", [("student_t", True), ("lognormal", False)])

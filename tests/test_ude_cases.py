@@ -47,6 +47,10 @@ def test_cli_parser_wiring_and_errors(tmp_path, capsys):
     rc = main(["--case", "1", "--out", str(tmp_path), "--members", "-1", "--quiet"])
     assert rc == 2
     assert "--members must be >= 0" in capsys.readouterr().err
+    rc = main(["--case", "2", "--out", str(tmp_path), "--smooth-initial", "-1", "--quiet"])
+    assert rc == 1
+    assert "smooth_initial must be a finite number >= 0" in capsys.readouterr().err
+    assert parser.parse_args(["ude", "--case", "2", "--out", "x", "--smooth-initial", "10"]).smooth_initial == 10.0
 
 
 MISSED = pytest.mark.xfail(

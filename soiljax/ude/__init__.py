@@ -36,6 +36,7 @@ from ._noise import ar1_noise as ar1_noise
 from ._noise import multiplicative as multiplicative
 from ._noise import white_noise as white_noise
 from ._train import FINAL as FINAL
+from ._train import initial_roughness as initial_roughness
 from ._train import TUNING as TUNING
 from ._train import Estimate as Estimate
 from ._train import LossWeights as LossWeights

@@ -37,6 +37,11 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                      help="AR-1 correlated noise over depth in the noise-aware likelihood "
                           "(default: on for case 6, whose data carry it)")
     ar1.add_argument("--no-ar1", dest="ar1", action="store_false")
+    p.add_argument("--smooth-initial", type=float, default=0.0, metavar="LAMBDA",
+                   help="beyond the paper, cases 1-3: add LAMBDA x the mean squared second "
+                        "difference of the estimated log initial profile to the loss, a "
+                        "smoothness prior that stops it copying the noise of the t = 0 "
+                        "observation (default 0: the paper's loss; 10 works for cases 2-3)")
     p.add_argument("--members", type=int, default=8,
                    help="ensemble members for the intervals with --noise-aware (default 8)")
     p.add_argument("--adam-iters", type=int, default=None,
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.quiet,
             figures=not args.no_figures,
+            smooth_initial=args.smooth_initial,
         )
     except (ValueError, RuntimeError, OSError) as err:
         print(f"soiljax ude: {err}", file=sys.stderr)
