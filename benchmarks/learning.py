@@ -105,7 +105,8 @@ def _args(argv=None):
     g.add_argument("--warmup", type=int, default=200)
     g.add_argument("--samples", type=int, default=200)
     g.add_argument("--calib-batch", type=int, default=128, help="profiles sampled together in one program")
-    g.add_argument("--max-doublings", type=int, default=6, help="NUTS tree depth cap")
+    g.add_argument("--max-doublings", type=int, default=6,
+                   help="NUTS tree depth cap of the two-stage calibration (default 6, as in the published table)")
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object to stdout (table and progress to stderr)")
     g.add_argument("--out", metavar="DIR",

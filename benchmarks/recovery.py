@@ -52,7 +52,7 @@ def _args(argv=None):
     p.add_argument("--warmup", type=int, default=400)
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--batch", type=int, default=250)
-    p.add_argument("--max-doublings", type=int, default=6)
+    p.add_argument("--max-doublings", type=int, default=None, help="NUTS tree depth cap (default: the model's)")
     p.add_argument("--steps", type=int, default=12, help="HMC leapfrog steps")
     p.add_argument("--proda-steps", type=int, nargs=2, default=[20_000, 50_000], metavar=("RW", "AM"),
                    help="PRODA's random-walk and adaptive steps (default 20000 50000)")
@@ -103,7 +103,7 @@ def main(argv=None):
     res = recovery_statistics(post, u_true, stock_true, truth_nse(model, u_true, forcing, obs))
     res.update({"model": args.model, "method": args.method, "wall_s": wall, "chains": args.chains,
                 "warmup": args.warmup, "samples": args.samples, "batch": args.batch, "devices": len(jax.devices()),
-                "platform": jax.devices()[0].platform, "max_doublings": args.max_doublings,
+                "platform": jax.devices()[0].platform, "max_doublings": post.attrs.get("max_doublings"),
                 "draws_per_chain": int(post.attrs.get("samples", args.samples))})
     targets = {
         "rhat_mean_lt_1.05": ">= 0.95", "rhat_max_lt_1.05": "(>= 0.95)", "nse_gt_0.9": ">= 0.95",

@@ -139,7 +139,8 @@ def learning_step(out: Path, *, n_sites: int = 60, resolution: float = 10.0, see
     Builds a world of ``n_sites`` profile sites on a ``resolution``-degree
     grid (``out/world``, :func:`soiljax.world.synthetic_world`); for CLM5 and
     COMPAS calibrates every valid site's observed profile with NUTS (3
-    chains, ``warmup`` + ``samples`` iterations: short, for a demo),
+    chains, ``warmup`` + ``samples`` iterations and trees of at most 63
+    steps: short, for a demo; COMPAS's chains do not converge at this depth),
     trains a two-stage network on the posterior means (hidden 64-64, MSE,
     early stopping), predicts the maps of every land cell, and writes
     ``posterior_world_<model>.nc``, ``net_<model>.eqx``,
@@ -166,7 +167,8 @@ def learning_step(out: Path, *, n_sites: int = 60, resolution: float = 10.0, see
         model = {"clm5": CLM5, "compas": COMPAS}[name]()
         keep = np.flatnonzero(world.valid[name])
         labels = world.sites["site"].values[keep]
-        post = calibrate(model, world.site_forcing[keep], world.observations[name][keep], method=NUTS(),
+        post = calibrate(model, world.site_forcing[keep], world.observations[name][keep],
+                         method=NUTS(max_num_doublings=6),
                          warmup=warmup, samples=samples, batch_size=len(keep), seed=seed, progress=progress,
                          out=out / f"posterior_world_{name}.nc", resume=False, site_id=labels)
         learner, hist = L.train_two_stage(x[keep], post["u_mean"].values, model_name=name,

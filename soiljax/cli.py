@@ -194,7 +194,9 @@ def _add_calibrate(sub) -> None:
                         "(PRODA's cost of the model; default for --method proda)")
     p.add_argument("--sigma", type=float, default=0.1,
                    help="relative error of the lognormal/gaussian likelihood where the file has no soc_sd (default 0.1)")
-    p.add_argument("--max-doublings", type=int, default=6, help="NUTS tree depth cap (default 6: <= 63 steps)")
+    p.add_argument("--max-doublings", type=int, default=None,
+                   help="NUTS tree depth cap, at most 2**N - 1 leapfrog steps per iteration "
+                        "(default: 6 for CLM5, 10 for COMPAS)")
     p.add_argument("--steps", type=int, default=12, help="leapfrog steps per HMC iteration (default 12)")
     p.add_argument("--keep-draws", type=int, default=0, metavar="N", help="also store N thinned draws per chain")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -398,6 +398,15 @@ def test_calibrate_with_mostly_invalid_prior_has_no_nan(boreal, compas_data):
         assert np.all(np.isfinite(ds.rhat.values) | (ds.rhat.values == np.inf))
         assert np.all(np.isfinite(ds.nse.values) | (ds.nse.values == -np.inf))
         assert np.all((ds.acceptance_rate.values >= 0) & (ds.acceptance_rate.values <= 1))
+        if method == "nuts":
+            assert ds.attrs["max_doublings"] == cal.DEFAULT_DOUBLINGS["COMPAS"]
+
+
+def test_nuts_tree_depth_defaults_per_model():
+    assert cal.NUTS().max_num_doublings is None
+    assert cal.NUTS().for_model(soiljax.CLM5()).max_num_doublings == 6
+    assert cal.NUTS().for_model(soiljax.COMPAS()).max_num_doublings == 10
+    assert cal.NUTS(max_num_doublings=4).for_model(soiljax.COMPAS()).max_num_doublings == 4
 
 
 # --------------------------------------------------------------------------

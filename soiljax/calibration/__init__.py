@@ -1,6 +1,6 @@
 """Site-level Bayesian calibration of CLM5 and COMPAS (PRODA's data assimilation).
 
-``calibrate(model, forcing, obs, method="hmc")`` samples the posterior of
+``calibrate(model, forcing, obs, method="nuts")`` samples the posterior of
 every observed profile's parameters, all profiles and chains at once, and
 returns an :class:`xarray.Dataset` of posterior summaries and diagnostics
 (names in :mod:`soiljax.calibration._summary`).  The pieces are public so
@@ -25,6 +25,7 @@ from ._recovery import truth_nse as truth_nse
 from ._recovery import valid_truths as valid_truths
 from ._run import METHODS as METHODS
 from ._run import calibrate as calibrate
+from ._samplers import DEFAULT_DOUBLINGS as DEFAULT_DOUBLINGS
 from ._samplers import HMC as HMC
 from ._samplers import NUTS as NUTS
 from ._samplers import ProdaMetropolis as ProdaMetropolis

@@ -395,7 +395,7 @@ def calibrate(
     forcing: Forcing,
     obs,
     *,
-    method="hmc",
+    method="nuts",
     likelihood: AbstractLikelihood | None = None,
     chains: int = 3,
     warmup: int = 500,
@@ -415,8 +415,10 @@ def calibrate(
     """Posterior of every profile's parameters; returns (and writes) an xarray Dataset.
 
     ``forcing`` and ``obs`` (:class:`~soiljax.Observations`) hold the same
-    sites in the same order.  ``method`` is ``"hmc"`` (default: windowed
-    adaptation, then fixed-length HMC), ``"nuts"``, ``"proda"`` (PRODA's
+    sites in the same order.  ``method`` is ``"nuts"`` (default: windowed
+    adaptation, then NUTS with the model's tree-depth cap,
+    :data:`~soiljax.calibration.DEFAULT_DOUBLINGS`), ``"hmc"`` (fixed-length
+    HMC), ``"proda"`` (PRODA's
     random walk + adaptive Metropolis with its annealed acceptance rule and
     PRODA's costs; ``warmup``/``samples`` do not apply, the sampler object
     holds its step counts) or a sampler object from
@@ -432,6 +434,8 @@ def calibrate(
     variables are described in :func:`soiljax.calibration.summarize`.
     """
     sampler = sampler_for(method)
+    if isinstance(sampler, NUTS):
+        sampler = sampler.for_model(model)
     likelihood = default_likelihood(model, sampler) if likelihood is None else likelihood
     _check_inputs(model, forcing, obs, chains, warmup, samples)
     n = forcing.batch_shape[0]
@@ -459,6 +463,8 @@ def calibrate(
         "samples": samples if not proda else sampler.num_adaptive - sampler.num_adaptive // 2,
         "seed": seed,
     }
+    if isinstance(sampler, NUTS):
+        run_attrs["max_doublings"] = sampler.max_num_doublings
     run_attrs.update(attrs or {})
 
     bar_total = n_batches * iters_per_batch
