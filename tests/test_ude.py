@@ -27,6 +27,7 @@ from soiljax.ude import (
     initial_estimate,
     initial_profile,
     initial_roughness,
+    profile_roughness,
     make_synthetic,
     make_ude,
     multiplicative,
@@ -312,14 +313,33 @@ def test_initial_roughness_prior(short_problem):
     zigzag = eqx.tree_at(lambda e: e.log_c0, est, smooth.log_c0 + a * (-1.0) ** np.arange(data.z.size))
     assert float(initial_roughness(zigzag)) == pytest.approx((4 * a) ** 2, rel=1e-9)
     # it enters both losses with its weight, and its gradient smooths the profile
+    # (in the likelihood, rescaled by 1 / (2 sigma^2 mean(C^2)) to keep the plain loss's balance)
     for loss in (plain_loss, noise_aware_loss):
         model = zigzag if loss is plain_loss else NoisyEstimate(zigzag, NoiseModel("normal", sigma=0.1))
+        scale = 1.0 if loss is plain_loss else 2.0 * 0.1**2 * float(jnp.mean(problem.c_obs**2))
         base = loss(model, problem, LossWeights(1.0, 1.0, 1e-4))
         weighted = loss(model, problem, LossWeights(1.0, 1.0, 1e-4, smooth=10.0))
-        assert float(weighted - base) == pytest.approx(10.0 * (4 * a) ** 2, rel=1e-6)
+        assert float(weighted - base) == pytest.approx(10.0 * (4 * a) ** 2 / scale, rel=1e-6)
     g = jax.grad(lambda c: initial_roughness(eqx.tree_at(lambda e: e.log_c0, est, c)))(zigzag.log_c0)
     step = zigzag.log_c0 - 0.01 * g
     assert float(initial_roughness(eqx.tree_at(lambda e: e.log_c0, est, step))) < float(initial_roughness(zigzag))
+
+
+def test_profile_roughness_prior(short_problem):
+    from soiljax.ude import TUNING, predict
+
+    data, problem = short_problem
+    exp_profiles = jnp.stack([initial_profile(data.z) * (1.0 + 0.1 * k) for k in range(3)])
+    assert float(profile_roughness(exp_profiles)) == pytest.approx(0.0, abs=1e-20)
+    a = 0.05
+    zigzag = exp_profiles * jnp.exp(a * (-1.0) ** jnp.arange(data.z.size))
+    assert float(profile_roughness(zigzag)) == pytest.approx((4 * a) ** 2, rel=1e-9)
+    est = initial_estimate(jax.random.key(1), problem, 8, 8)
+    ys, _ = predict(est, problem, TUNING)  # the losses' tolerances
+    base = plain_loss(est, problem, LossWeights(1.0, 1.0, 1e-4))
+    weighted = plain_loss(est, problem, LossWeights(1.0, 1.0, 1e-4, smooth_profiles=3.0))
+    expected = 3.0 * float(profile_roughness(ys))
+    assert expected > 0 and float(weighted - base) == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("family,ar1", [("student_t", True), ("lognormal", False)])

@@ -53,22 +53,25 @@ def test_cli_parser_wiring_and_errors(tmp_path, capsys):
     assert parser.parse_args(["ude", "--case", "2", "--out", "x", "--smooth-initial", "10"]).smooth_initial == 10.0
 
 
-MISSED = pytest.mark.xfail(
-    strict=True,
-    reason="the plain loss follows the noisy focus profile: measured R2 0.984 (case 2) "
-    "and 0.989 (case 5) against the 0.999 target; see benchmarks/UDE_RESULTS.md",
-)
+def test_interval_factor_is_student_t():
+    from soiljax.ude import interval_factor
+
+    assert interval_factor(5) == pytest.approx(2.7764451, rel=1e-6)
+    assert interval_factor(10_000) == pytest.approx(1.959964, rel=1e-3)
+    assert interval_factor(8, level=0.9) == pytest.approx(1.8945786, rel=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        interval_factor(1)
 
 
 _RUN_CASE = (
     "import json, sys\n"
     "from soiljax.ude import run_case\n"
-    "m = run_case(int(sys.argv[1]), sys.argv[2], progress=False, figures=False)\n"
-    "print(json.dumps({'r2_clean': float(m['r2_clean'])}))\n"
+    "m = run_case(int(sys.argv[1]), sys.argv[2], progress=False, figures=False, **json.loads(sys.argv[3]))\n"
+    "print(json.dumps({k: m[k] for k in ('r2_clean', 'coverage95_clean') if k in m}))\n"
 )
 
 
-def _run_case_in_fresh_process(case: int, out) -> dict:
+def _run_case_in_fresh_process(case: int, out, **options) -> dict:
     """Full training of one case in its own Python process.
 
     At the end of the whole suite, in a process that had already compiled
@@ -76,18 +79,23 @@ def _run_case_in_fresh_process(case: int, out) -> dict:
     compiling case 1's training step; a fresh process keeps these long runs
     independent of what ran before them.
     """
-    res = subprocess.run([sys.executable, "-c", _RUN_CASE, str(case), str(out)], capture_output=True, text=True,
-                         timeout=3000)
+    res = subprocess.run([sys.executable, "-c", _RUN_CASE, str(case), str(out), json.dumps(options)],
+                         capture_output=True, text=True, timeout=3000)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+# Cases 1 and 4 meet their targets with the paper's plain loss.  With 7% noise the plain loss
+# follows the noise of the heavily weighted focus profile (R2 0.984 and 0.989, see
+# benchmarks/UDE_RESULTS.md); the learned-noise likelihood, plus in case 2 the smoothness prior on
+# the estimated initial profile, meets the 0.999 target.
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "case,target",
-    [(1, 0.9999), (4, 0.9999), pytest.param(2, 0.999, marks=MISSED),
-     pytest.param(5, 0.999, marks=MISSED)],
+    "case,target,options",
+    [(1, 0.9999, {}), (4, 0.9999, {}),
+     (2, 0.999, {"noise_aware": True, "members": 0, "smooth_initial": 10.0}),
+     (5, 0.999, {"noise_aware": True, "members": 0})],
 )
-def test_case_meets_target(tmp_path, case, target):
-    metrics = _run_case_in_fresh_process(case, tmp_path / f"case{case}")
+def test_case_meets_target(tmp_path, case, target, options):
+    metrics = _run_case_in_fresh_process(case, tmp_path / f"case{case}", **options)
     assert metrics["r2_clean"] >= target, metrics

@@ -9,6 +9,7 @@ Flow: drivers (:mod:`._model`, paper eqs. 8-11) -> :class:`SOCModel` vector fiel
 from ._cases import CASES as CASES
 from ._cases import CaseConfig as CaseConfig
 from ._cases import build_problem as build_problem
+from ._cases import interval_factor as interval_factor
 from ._cases import run_case as run_case
 from ._data import NoiseSpec as NoiseSpec
 from ._data import SyntheticData as SyntheticData
@@ -37,6 +38,7 @@ from ._noise import multiplicative as multiplicative
 from ._noise import white_noise as white_noise
 from ._train import FINAL as FINAL
 from ._train import initial_roughness as initial_roughness
+from ._train import profile_roughness as profile_roughness
 from ._train import TUNING as TUNING
 from ._train import Estimate as Estimate
 from ._train import LossWeights as LossWeights

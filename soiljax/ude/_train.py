@@ -10,7 +10,8 @@ Plain loss (the paper's, case tables 2-7)::
     L = lambda_term * mean_z (u(t_f) - d(t_f))^2                 (eq. 16, t_f the focus time)
       + lambda_coll * mean_{k, z} (u(t_k) - d(t_k))^2           (collocation points)
       + lambda_wd   * mean(theta^2)                              (weight decay)
-      [+ lambda_smooth * mean_z (d2 log C0 / dz2)^2 dz^4]         (optional, beyond the paper)
+      [+ smooth * mean_z (second difference of log C(z, 0))^2     (optional, beyond the paper:
+       + smooth_profiles * mean_{k, z} (same, of log u(t_k))^2]    smoothness priors over depth)
 
 ``u`` is the UDE solution, ``d`` the observations, ``t_f`` the focus time of the case
 (``t = 0`` for cases 1-3, ``t = 50`` for cases 4-6) and the collocation points are the
@@ -171,16 +172,18 @@ def _safe(loss, ok, est):
 
 @dataclasses.dataclass(frozen=True)
 class LossWeights:
-    """The case tables' loss weights, and a roughness weight for an estimated initial profile.
+    """The case tables' loss weights, and the weights of the smoothness priors over depth.
 
     ``smooth`` (beyond the paper, 0 in its tables) weights :func:`initial_roughness`, a
-    prior that the unknown initial profile is smooth in depth.
+    prior that the unknown initial profile is smooth in depth; ``smooth_profiles`` weights
+    :func:`profile_roughness` of the modelled profiles at every sample time.
     """
 
     term: float = 1.0
     coll: float = 1.0
     wd: float = 1e-4
     smooth: float = 0.0
+    smooth_profiles: float = 0.0
 
 
 def initial_roughness(est: Estimate) -> Float[Array, ""]:
@@ -192,8 +195,29 @@ def initial_roughness(est: Estimate) -> Float[Array, ""]:
     """
     if est.log_c0 is None:
         return jnp.zeros(())
-    c = est.log_c0
-    return jnp.mean((c[2:] - 2.0 * c[1:-1] + c[:-2]) ** 2)
+    return _mean_sq_second_difference(est.log_c0)
+
+
+def profile_roughness(ys: Float[Array, "nt nz"]) -> Float[Array, ""]:
+    """Mean squared second difference over depth of ``log C`` of modelled profiles.
+
+    The networks see the drivers with their per-depth noise; this prior keeps them from
+    turning that noise into jagged production or respiration.
+    """
+    return _mean_sq_second_difference(jnp.log(jnp.abs(ys) + 1e-12))
+
+
+def _mean_sq_second_difference(c):
+    return jnp.mean((c[..., 2:] - 2.0 * c[..., 1:-1] + c[..., :-2]) ** 2)
+
+
+def _smoothness(est: Estimate, ys, weights: "LossWeights"):
+    total = jnp.zeros(())
+    if weights.smooth:
+        total = total + weights.smooth * initial_roughness(est)
+    if weights.smooth_profiles:
+        total = total + weights.smooth_profiles * profile_roughness(ys)
+    return total
 
 
 def plain_loss(
@@ -206,8 +230,7 @@ def plain_loss(
     coll_mask = problem.data_mask.at[problem.focus].set(0.0)
     coll = jnp.sum(coll_mask * jnp.mean(sq, axis=1)) / jnp.maximum(jnp.sum(coll_mask), 1.0)
     loss = weights.term * term + weights.coll * coll + weights.wd * weight_decay(est)
-    if weights.smooth:
-        loss = loss + weights.smooth * initial_roughness(est)
+    loss = loss + _smoothness(est, ys, weights)
     return _safe(loss, ok, est)
 
 
@@ -331,8 +354,14 @@ def noise_aware_loss(
     n_obs = jnp.sum(problem.data_mask) * problem.c_obs.shape[1]
     loss = jnp.sum(problem.data_mask * per_profile) / n_obs
     loss = loss + weights.wd * weight_decay(nest.est)
-    if weights.smooth:
-        loss = loss + weights.smooth * initial_roughness(nest.est)
+    if weights.smooth or weights.smooth_profiles:
+        # the same prior strength as in the plain loss: there the data term is a squared
+        # error, which at the noise level is ~ sigma^2 mean(C^2) per observation; here it
+        # is ~1/2 per observation, so the weight is rescaled by 1 / (2 sigma^2 mean(C^2))
+        mask = problem.data_mask[:, None]
+        mean_sq = jnp.sum(mask * problem.c_obs**2) / n_obs
+        scale = 2.0 * jax.lax.stop_gradient(nest.noise.sigma) ** 2 * mean_sq
+        loss = loss + _smoothness(nest.est, ys, weights) / scale
     return _safe(loss, ok, nest.est)
 
 

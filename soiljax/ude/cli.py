@@ -42,6 +42,11 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "difference of the estimated log initial profile to the loss, a "
                         "smoothness prior that stops it copying the noise of the t = 0 "
                         "observation (default 0: the paper's loss; 10 works for cases 2-3)")
+    p.add_argument("--smooth-profiles", type=float, default=0.0, metavar="LAMBDA",
+                   help="beyond the paper: add LAMBDA x the mean squared second difference "
+                        "over depth of the log modelled profiles (all sample times) to the "
+                        "loss, a prior against turning driver noise into jagged profiles "
+                        "(default 0)")
     p.add_argument("--members", type=int, default=8,
                    help="ensemble members for the intervals with --noise-aware (default 8)")
     p.add_argument("--adam-iters", type=int, default=None,
@@ -100,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             figures=not args.no_figures,
             smooth_initial=args.smooth_initial,
+            smooth_profiles=args.smooth_profiles,
         )
     except (ValueError, RuntimeError, OSError) as err:
         print(f"soiljax ude: {err}", file=sys.stderr)
