@@ -87,15 +87,26 @@ def _run_case_in_fresh_process(case: int, out, **options) -> dict:
 
 # Cases 1 and 4 meet their targets with the paper's plain loss.  With 7% noise the plain loss
 # follows the noise of the heavily weighted focus profile (R2 0.984 and 0.989, see
-# benchmarks/UDE_RESULTS.md); the learned-noise likelihood, plus in case 2 the smoothness prior on
-# the estimated initial profile, meets the 0.999 target.
+# benchmarks/UDE_RESULTS.md); the noise-aware fit (learned-noise likelihood, and in case 2 the
+# smoothness prior on the estimated initial profile) meets the 0.999 target.
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case,target,options",
     [(1, 0.9999, {}), (4, 0.9999, {}),
-     (2, 0.999, {"noise_aware": True, "members": 0, "smooth_initial": 10.0}),
+     (2, 0.999, {"noise_aware": True, "members": 0}),
      (5, 0.999, {"noise_aware": True, "members": 0})],
 )
 def test_case_meets_target(tmp_path, case, target, options):
     metrics = _run_case_in_fresh_process(case, tmp_path / f"case{case}", **options)
     assert metrics["r2_clean"] >= target, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [3, 6])
+def test_noise_aware_fixes_the_35_percent_cases(tmp_path, case):
+    # the issue's targets: R2 >= 0.95 against the clean truth (the plain loss: 0.61 and -0.06), and
+    # 95% intervals that cover the clean profile at 85-100% of the depths
+    options = {"smooth_profiles": 10.0} if case == 6 else {}  # case 6's drivers carry 35% noise
+    metrics = _run_case_in_fresh_process(case, tmp_path / f"case{case}", noise_aware=True, members=5, **options)
+    assert metrics["r2_clean"] >= 0.95, metrics
+    assert 0.85 <= metrics["coverage95_clean"] <= 1.0, metrics

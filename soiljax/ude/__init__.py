@@ -7,6 +7,7 @@ Flow: drivers (:mod:`._model`, paper eqs. 8-11) -> :class:`SOCModel` vector fiel
 """
 
 from ._cases import CASES as CASES
+from ._cases import NOISE_AWARE_SMOOTHING as NOISE_AWARE_SMOOTHING
 from ._cases import CaseConfig as CaseConfig
 from ._cases import build_problem as build_problem
 from ._cases import interval_factor as interval_factor

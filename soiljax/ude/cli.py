@@ -28,8 +28,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="select (H1, H2, activation, lr) from the paper's 16-point grid "
                         "by validation loss before the final training")
     p.add_argument("--noise-aware", action="store_true",
-                   help="refit with a learned multiplicative noise likelihood and add 95%% "
-                        "intervals from a perturbed ensemble (meant for cases 3 and 6)")
+                   help="fit a learned multiplicative noise likelihood (with a smoothness "
+                        "prior on an estimated initial profile) and add 95%% intervals from a "
+                        "perturbed ensemble (for the noisy cases 2, 3, 5 and 6)")
     p.add_argument("--noise-family", default="normal", choices=NOISE_FAMILIES,
                    help="likelihood of the noise-aware loss (default: normal)")
     ar1 = p.add_mutually_exclusive_group()
@@ -37,16 +38,16 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                      help="AR-1 correlated noise over depth in the noise-aware likelihood "
                           "(default: on for case 6, whose data carry it)")
     ar1.add_argument("--no-ar1", dest="ar1", action="store_false")
-    p.add_argument("--smooth-initial", type=float, default=0.0, metavar="LAMBDA",
+    p.add_argument("--smooth-initial", type=float, default=None, metavar="LAMBDA",
                    help="beyond the paper, cases 1-3: add LAMBDA x the mean squared second "
                         "difference of the estimated log initial profile to the loss, a "
                         "smoothness prior that stops it copying the noise of the t = 0 "
-                        "observation (default 0: the paper's loss; 10 works for cases 2-3)")
-    p.add_argument("--smooth-profiles", type=float, default=0.0, metavar="LAMBDA",
+                        "observation (default: 10 with --noise-aware, else 0 as in the paper)")
+    p.add_argument("--smooth-profiles", type=float, default=None, metavar="LAMBDA",
                    help="beyond the paper: add LAMBDA x the mean squared second difference "
                         "over depth of the log modelled profiles (all sample times) to the "
                         "loss, a prior against turning driver noise into jagged profiles "
-                        "(default 0)")
+                        "(default 0; 10 with --noise-aware fixes case 6)")
     p.add_argument("--members", type=int, default=8,
                    help="ensemble members for the intervals with --noise-aware (default 8)")
     p.add_argument("--adam-iters", type=int, default=None,
