@@ -36,6 +36,19 @@ def test_cli_contract_files_and_keys(tmp_path):
         assert (out / fig).stat().st_size > 1000
 
 
+@pytest.mark.parametrize("ensemble", ["perturbed", "deep"])
+def test_noise_aware_intervals_from_either_ensemble(tmp_path, ensemble):
+    out = tmp_path / ensemble
+    rc = main(["--case", "3", "--out", str(out), "--noise-aware", "--members", "2", "--ensemble", ensemble,
+               "--adam-iters", "3", "--bfgs-iters", "0", "--no-figures", "--quiet"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ensemble"] == ensemble and metrics["ensemble_members"] == 2
+    assert metrics["weights"]["smooth"] == 10.0  # the initial-profile prior is on with --noise-aware
+    assert 0.0 <= metrics["coverage95_clean"] <= 1.0 and metrics["interval_halfwidth_mean"] > 0
+    assert metrics["interval_factor"] == pytest.approx(12.7062047, rel=1e-6)  # Student-t, 1 dof
+
+
 def test_cli_parser_wiring_and_errors(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="soiljax")
     sub = parser.add_subparsers(dest="command")

@@ -24,6 +24,7 @@ Seeds are fixed per case (``seed = 100 + case``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -129,6 +130,51 @@ def build_problem(cfg: CaseConfig, data: SyntheticData) -> Problem:
     return Problem(data.ts, data.c_obs, data.drivers, initial_profile(data.z), focus=-1)
 
 
+def _fit(problem, cfg, hyper, *, seed, noise_aware, noise_family, ar1, n_adam, n_bfgs, adjoint,
+         progress, log, desc):
+    """One training of a case from the network initialisation ``seed``.
+
+    The plain loss first; with ``noise_aware`` a refit of the learned-noise likelihood
+    from there.  Returns ``(estimate, noisy estimate or None, loss histories, best loss of
+    the plain fit)``.
+    """
+    opts = SolveOptions(adjoint=adjoint)
+    fine = SolveOptions(1e-8, 1e-8, adjoint=adjoint)
+    est = initial_estimate(jax.random.key(seed), problem, hyper["h1"], hyper["h2"],
+                           hyper["activation"])
+    objective = eqx.Partial(plain_loss, problem=problem, weights=cfg.weights, opts=opts)
+    res = train(est, objective, lr=hyper["lr"], adam_iters=n_adam, bfgs_iters=n_bfgs,
+                progress=progress, desc=desc,
+                fine_objective=eqx.Partial(plain_loss, problem=problem,
+                                           weights=cfg.weights, opts=fine))
+    est = res.params
+    history = {"plain": res.history}
+    if not noise_aware:
+        return est, None, history, res.best_loss
+    use_ar1 = (cfg.rho_soc > 0) if ar1 is None else ar1
+    if est.log_c0 is not None:
+        # The plain fit copies the noisy t = 0 profile, including values near or
+        # below zero that the noise can produce; under a multiplicative likelihood
+        # such a node is a huge outlier that Adam takes thousands of steps to move.
+        # Restart the initial state from a depth-smoothed observation instead.
+        est = eqx.tree_at(lambda e: e.log_c0, est,
+                          jnp.log(_smoothed_profile(problem.c_obs[0])))
+    nest = NoisyEstimate(est, NoiseModel(noise_family, use_ar1, sigma=max(cfg.eta, 0.01)))
+    objective = eqx.Partial(noise_aware_loss, problem=problem, weights=cfg.weights, opts=opts)
+    log(f"[{desc}] noise-aware refit ({noise_family}, ar1={use_ar1})")
+    res_n = train(nest, objective, lr=hyper["lr"], adam_iters=n_adam, bfgs_iters=n_bfgs,
+                  progress=progress, desc=f"{desc} nll",
+                  fine_objective=eqx.Partial(noise_aware_loss, problem=problem,
+                                             weights=cfg.weights, opts=fine))
+    history["noise_aware"] = res_n.history
+    return res_n.params.est, res_n.params, history, res.best_loss
+
+
+ENSEMBLES = ("perturbed", "deep")
+"""How ``run_case`` builds its intervals: refits of perturbed data warm-started at the
+MAP (randomise-then-optimise), or fully independent fits from other initialisations."""
+
+
 def run_case(
     case: int,
     out: str | Path,
@@ -147,6 +193,7 @@ def run_case(
     figures: bool = True,
     smooth_initial: float | None = None,
     smooth_profiles: float | None = None,
+    ensemble: str = "perturbed",
 ) -> dict:
     """Run one case end to end and write ``metrics.json``, ``profiles.nc`` and figures.
 
@@ -166,6 +213,8 @@ def run_case(
         smooth_profiles = 0.0
     if case not in CASES:
         raise ValueError(f"unknown case {case}; the paper has cases {sorted(CASES)}")
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {ENSEMBLES}")
     for name, value in (("smooth_initial", smooth_initial), ("smooth_profiles", smooth_profiles)):
         if not (np.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -193,45 +242,23 @@ def run_case(
     n_adam = cfg.adam_iters if adam_iters is None else adam_iters
     n_bfgs = cfg.bfgs_iters if bfgs_iters is None else bfgs_iters
 
-    opts = SolveOptions(adjoint=adjoint)
-    est = initial_estimate(jax.random.key(seed), problem, hyper["h1"], hyper["h2"],
-                           hyper["activation"])
-    fine = SolveOptions(1e-8, 1e-8, adjoint=adjoint)
-    objective = eqx.Partial(plain_loss, problem=problem, weights=cfg.weights, opts=opts)
-    res = train(est, objective, lr=hyper["lr"], adam_iters=n_adam, bfgs_iters=n_bfgs,
-                progress=progress, desc=f"case {case}",
-                fine_objective=eqx.Partial(plain_loss, problem=problem,
-                                           weights=cfg.weights, opts=fine))
-    est = res.params
-    history = {"plain": res.history}
+    fit = functools.partial(
+        _fit, problem, cfg, hyper, noise_aware=noise_aware, noise_family=noise_family, ar1=ar1,
+        n_adam=n_adam, n_bfgs=n_bfgs, adjoint=adjoint, progress=progress, log=log)
+    est, nest, history, plain_best = fit(seed=seed, desc=f"case {case}")
 
     lower = upper = None
     noise_info = None
     if noise_aware:
-        use_ar1 = (cfg.rho_soc > 0) if ar1 is None else ar1
-        if est.log_c0 is not None:
-            # The plain fit copies the noisy t = 0 profile, including values near or
-            # below zero that the noise can produce; under a multiplicative likelihood
-            # such a node is a huge outlier that Adam takes thousands of steps to move.
-            # Restart the initial state from a depth-smoothed observation instead.
-            est = eqx.tree_at(lambda e: e.log_c0, est,
-                              jnp.log(_smoothed_profile(problem.c_obs[0])))
-        nest = NoisyEstimate(est, NoiseModel(noise_family, use_ar1,
-                                             sigma=max(cfg.eta, 0.01)))
-        objective = eqx.Partial(noise_aware_loss, problem=problem, weights=cfg.weights,
-                                opts=opts)
-        log(f"[ude case {case}] noise-aware refit ({noise_family}, ar1={use_ar1})")
-        res_n = train(nest, objective, lr=hyper["lr"], adam_iters=n_adam,
-                      bfgs_iters=n_bfgs, progress=progress, desc=f"case {case} nll",
-                      fine_objective=eqx.Partial(noise_aware_loss, problem=problem,
-                                                 weights=cfg.weights, opts=fine))
-        nest = res_n.params
-        history["noise_aware"] = res_n.history
-        est = nest.est
-        if members > 0:
+        use_ar1 = nest.noise.ar1
+        if members > 0 and ensemble == "perturbed":
             log(f"[ude case {case}] perturbed ensemble of {members} refits")
             ens = perturbed_ensemble(nest, problem, cfg.weights, members=members,
                                      seed=seed, progress=progress)
+        elif members > 0:
+            log(f"[ude case {case}] deep ensemble: {members} independent fits")
+            ens = [fit(seed=seed + 1 + m, desc=f"member {m + 1}/{members}")[1] for m in range(members)]
+        if members > 0:
             preds = np.stack([np.asarray(eqx.filter_jit(predict)(m.est, problem)[0])
                               for m in ens])
             spread = preds.std(axis=0, ddof=1)
@@ -270,7 +297,7 @@ def run_case(
         "weights": dataclasses.asdict(cfg.weights),
         "adam_iters": n_adam,
         "bfgs_iters": n_bfgs,
-        "final_train_loss": res.best_loss,
+        "final_train_loss": plain_best,
         "adjoint": adjoint,
         "seed": seed,
     }
@@ -280,6 +307,7 @@ def run_case(
         metrics["coverage95_clean_field"] = float(np.mean(inside))
         metrics["interval_halfwidth_mean"] = float(np.mean((upper - lower)[k]) / 2)
         metrics["ensemble_members"] = members
+        metrics["ensemble"] = ensemble
         metrics["interval_factor"] = interval_factor(members)
     if noise_info:
         metrics["noise_model"] = noise_info

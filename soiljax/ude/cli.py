@@ -48,6 +48,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "over depth of the log modelled profiles (all sample times) to the "
                         "loss, a prior against turning driver noise into jagged profiles "
                         "(default 0; 10 with --noise-aware fixes case 6)")
+    p.add_argument("--ensemble", default="perturbed", choices=["perturbed", "deep"],
+                   help="intervals from refits of perturbed data warm-started at the fit "
+                        "(default) or from fully independent fits (deep ensemble; --members "
+                        "times the cost of the fit)")
     p.add_argument("--members", type=int, default=8,
                    help="ensemble members for the intervals with --noise-aware (default 8)")
     p.add_argument("--adam-iters", type=int, default=None,
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             figures=not args.no_figures,
             smooth_initial=args.smooth_initial,
             smooth_profiles=args.smooth_profiles,
+            ensemble=args.ensemble,
         )
     except (ValueError, RuntimeError, OSError) as err:
         print(f"soiljax ude: {err}", file=sys.stderr)
