@@ -34,6 +34,23 @@ def _engine() -> str:
     return netcdf_engine()
 
 
+FINGERPRINT_ATTR = "soiljax_run_fingerprint"
+"""Attribute of a finished file: the inputs and settings it was computed from, hashed."""
+
+
+def _finished(path: Path, required: str, fingerprint: str) -> xr.Dataset | None:
+    """The dataset at ``path`` if it is a finished run of the same inputs, else None."""
+    if not path.exists() or parts_dir(path).exists():
+        return None
+    try:
+        with xr.open_dataset(path, engine=_engine()) as ds:
+            if required in ds.variables and ds.attrs.get(FINGERPRINT_ATTR) == fingerprint:
+                return ds.load()
+    except Exception:  # noqa: BLE001 - an unreadable file is recomputed
+        return None
+    return None
+
+
 def _readable(path: Path, required: str) -> bool:
     if not path.exists():
         return False
@@ -64,11 +81,16 @@ def run_in_parts(
     ``required`` names a variable every complete part holds (a part without
     it, or one that cannot be read, is recomputed).  ``resume=False`` deletes
     existing parts and starts over; with ``resume=True`` parts of a run with
-    another ``fingerprint`` raise :class:`PartsMismatchError`.  ``finalize``
+    another ``fingerprint`` raise :class:`PartsMismatchError`, and a finished
+    ``path`` of the same fingerprint is read and returned.  ``finalize``
     post-processes the merged dataset before it is written to ``path``.
     """
     batch_size = max(1, min(int(batch_size), n))
     n_batches = -(-n // batch_size)
+    if resume:
+        finished = _finished(Path(path), required, fingerprint)
+        if finished is not None:
+            return finished
     parts = parts_dir(path)
     manifest_path = parts / "manifest.json"
     if parts.exists():
@@ -112,6 +134,7 @@ def run_in_parts(
     merged.attrs = dict(pieces[0].attrs)
     if finalize is not None:
         merged = finalize(merged)
+    merged.attrs[FINGERPRINT_ATTR] = fingerprint
     write(merged, Path(path))
     shutil.rmtree(parts)
     return merged
