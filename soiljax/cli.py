@@ -185,7 +185,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--method", choices=["hmc", "nuts", "proda"], default="nuts",
                    help="sampler: NUTS (default), fixed-length HMC, or PRODA's random walk + adaptive Metropolis")
     p.add_argument("--chains", type=int, default=3, help="chains per profile (default 3)")
-    p.add_argument("--warmup", type=int, default=400, help="adaptation iterations per chain (default 400)")
+    p.add_argument("--warmup", type=int, default=400,
+                   help="adaptation iterations per chain (default 400; COMPAS converges more often with 800)")
     p.add_argument("--samples", type=int, default=500,
                    help="draws kept per chain (default 500; for --method proda the kept draws are thinned to this)")
     p.add_argument("--batch", type=int, default=128, help="profiles sampled together and saved per part file (default 128)")
