@@ -6,6 +6,7 @@ the issue (R2 against the clean truth) need full training and are marked slow.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -101,25 +102,51 @@ def _run_case_in_fresh_process(case: int, out, **options) -> dict:
 # Cases 1 and 4 meet their targets with the paper's plain loss.  With 7% noise the plain loss
 # follows the noise of the heavily weighted focus profile (R2 0.984 and 0.989, see
 # benchmarks/UDE_RESULTS.md); the noise-aware fit (learned-noise likelihood, and in case 2 the
-# smoothness prior on the estimated initial profile) meets the 0.999 target.
+# smoothness prior on the estimated initial profile) meets the 0.999 target.  Cases 3 and 6
+# (35% noise): the issue's noise-aware targets, R2 >= 0.95 against the clean truth (the plain
+# loss: 0.61 and -0.06) and 95% intervals covering the clean profile at 85-100% of the depths.
+TARGET_RUNS = {
+    1: {},
+    4: {},
+    2: {"noise_aware": True, "members": 0},
+    5: {"noise_aware": True, "members": 0},
+    3: {"noise_aware": True, "members": 5},
+    6: {"noise_aware": True, "members": 5, "smooth_profiles": 10.0},  # its drivers carry 35% noise
+}
+LONGEST_FIRST = (6, 5, 3, 2, 1, 4)  # measured: ~9, 9, 6, 3, 1.5, 1.5 minutes on one core
+
+
+@pytest.fixture(scope="module")
+def case_runs(request, tmp_path_factory):
+    """The full training runs of the selected slow tests, started together, one per CPU core.
+
+    Each run is its own process; running them side by side halves the wall time
+    of this module on the 2-core CI machine.  Maps case -> future of its metrics.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    selected = {item.callspec.params["case"] for item in request.session.items
+                if item.module is request.module and item.get_closest_marker("slow")
+                and hasattr(item, "callspec")}
+    selected = [case for case in LONGEST_FIRST if case in selected]
+    root = tmp_path_factory.mktemp("ude_cases")
+    pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)))
+    futures = {case: pool.submit(_run_case_in_fresh_process, case, root / f"case{case}", **TARGET_RUNS[case])
+               for case in selected}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "case,target,options",
-    [(1, 0.9999, {}), (4, 0.9999, {}),
-     (2, 0.999, {"noise_aware": True, "members": 0}),
-     (5, 0.999, {"noise_aware": True, "members": 0})],
-)
-def test_case_meets_target(tmp_path, case, target, options):
-    metrics = _run_case_in_fresh_process(case, tmp_path / f"case{case}", **options)
+@pytest.mark.parametrize("case,target", [(1, 0.9999), (4, 0.9999), (2, 0.999), (5, 0.999)])
+def test_case_meets_target(case_runs, case, target):
+    metrics = case_runs[case].result()
     assert metrics["r2_clean"] >= target, metrics
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [3, 6])
-def test_noise_aware_fixes_the_35_percent_cases(tmp_path, case):
-    # the issue's targets: R2 >= 0.95 against the clean truth (the plain loss: 0.61 and -0.06), and
-    # 95% intervals that cover the clean profile at 85-100% of the depths
-    options = {"smooth_profiles": 10.0} if case == 6 else {}  # case 6's drivers carry 35% noise
-    metrics = _run_case_in_fresh_process(case, tmp_path / f"case{case}", noise_aware=True, members=5, **options)
+def test_noise_aware_fixes_the_35_percent_cases(case_runs, case):
+    metrics = case_runs[case].result()
     assert metrics["r2_clean"] >= 0.95, metrics
     assert 0.85 <= metrics["coverage95_clean"] <= 1.0, metrics
