@@ -199,7 +199,8 @@ def run_case(
 
     Returns the metrics dictionary.  ``adam_iters`` / ``bfgs_iters`` override the case
     table (for quick runs); ``noise_aware`` replaces the plain loss by the learned-noise
-    likelihood and adds a perturbed ensemble of ``members`` refits for 95% intervals.
+    likelihood and adds an ensemble of ``members`` fits for 95% intervals (``ensemble``:
+    ``"perturbed"`` refits warm-started at the fit, or ``"deep"`` independent fits).
     ``smooth_initial`` (beyond the paper; cases 1-3, where the initial profile is
     estimated) adds that weight times :func:`~soiljax.ude.initial_roughness` to both
     losses: a smoothness prior on the unknown initial profile; ``smooth_profiles``
