@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -49,7 +50,7 @@ def _args(argv=None):
     p.add_argument("--n-sites", type=int, default=500)
     p.add_argument("--method", choices=["nuts", "hmc", "proda"], default="nuts")
     p.add_argument("--chains", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=None, help="default: the model's (calibration.DEFAULT_WARMUP)")
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--max-doublings", type=int, default=None, help="NUTS tree depth cap (default: the model's)")
@@ -59,6 +60,8 @@ def _args(argv=None):
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--devices", type=int, default=1,
                    help="spread each batch over this many (host CPU) devices; set before JAX starts")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes, one batch each at a time, each pinned to its share of the cores")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--out", metavar="POST.nc", help="also write the posterior file")
@@ -93,16 +96,20 @@ def main(argv=None):
     }[args.method]
     mesh = soiljax.site_mesh() if len(jax.devices()) > 1 else None
     print(f"{args.model}: {len(keep)} profiles with valid truths (of {args.n_sites}); {args.method}, "
-          f"{args.chains} chains, warmup {args.warmup}, samples {args.samples}, batch {args.batch}, "
+          f"{args.chains} chains, warmup {args.warmup or 'default'}, samples {args.samples}, batch {args.batch}, "
           f"{len(jax.devices())} device(s) [{jax.devices()[0].platform}]", file=sys.stderr)
     t0 = time.perf_counter()
+    out = args.out
+    if args.workers > 1 and out is None:  # the workers hand their batches over as part files
+        scratch = tempfile.TemporaryDirectory()
+        out = os.path.join(scratch.name, "posterior.nc")
     post = calibrate(model, forcing, obs, method=sampler, chains=args.chains, warmup=args.warmup,
-                     samples=args.samples, batch_size=args.batch, seed=args.seed, out=args.out,
-                     resume=False, progress=True, mesh=mesh)
+                     samples=args.samples, batch_size=args.batch, seed=args.seed, out=out,
+                     resume=False, progress=True, mesh=mesh, workers=args.workers)
     wall = time.perf_counter() - t0
     res = recovery_statistics(post, u_true, stock_true, truth_nse(model, u_true, forcing, obs))
     res.update({"model": args.model, "method": args.method, "wall_s": wall, "chains": args.chains,
-                "warmup": args.warmup, "samples": args.samples, "batch": args.batch, "devices": len(jax.devices()),
+                "warmup": int(post.attrs["warmup"]), "samples": args.samples, "batch": args.batch, "devices": len(jax.devices()), "workers": args.workers,
                 "platform": jax.devices()[0].platform, "max_doublings": post.attrs.get("max_doublings"),
                 "draws_per_chain": int(post.attrs.get("samples", args.samples))})
     targets = {

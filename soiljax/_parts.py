@@ -75,6 +75,7 @@ def run_in_parts(
     desc: str = "batches",
     finalize: Callable[[xr.Dataset], xr.Dataset] | None = None,
     manifest: Mapping | None = None,
+    parallel: Callable[[list[tuple[int, int, int, Path]]], None] | None = None,
 ) -> xr.Dataset:
     """Compute ``compute(lo, hi)`` for every batch of sites, part file by part file.
 
@@ -84,6 +85,9 @@ def run_in_parts(
     another ``fingerprint`` raise :class:`PartsMismatchError`, and a finished
     ``path`` of the same fingerprint is read and returned.  ``finalize``
     post-processes the merged dataset before it is written to ``path``.
+    ``parallel``, if given, computes and writes the missing parts itself: it
+    receives ``(index, lo, hi, part_path)`` for each of them (worker
+    processes, :func:`soiljax._workers.run_parallel`).
     """
     batch_size = max(1, min(int(batch_size), n))
     n_batches = -(-n // batch_size)
@@ -115,6 +119,9 @@ def run_in_parts(
         return parts / f"part_{i:06d}.nc"
 
     todo = [i for i in range(n_batches) if not _readable(part_file(i), required)]
+    if parallel is not None and todo:
+        parallel([(i, i * batch_size, min((i + 1) * batch_size, n), part_file(i)) for i in todo])
+        todo = [i for i in todo if not _readable(part_file(i), required)]
     iterator = todo
     if progress is True:
         from tqdm.auto import tqdm

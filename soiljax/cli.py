@@ -7,7 +7,7 @@ Subcommands::
     soiljax synthetic --n-sites N [--seed S] [--zones ...] --out F.nc
     soiljax calibrate --model {clm5,compas} --forcing F.nc --obs OBS.nc --out POST.nc
                       [--method {hmc,nuts,proda}] [--chains 3] [--warmup N] [--samples N]
-                      [--batch N] [--likelihood ...] [--bedrock {proda,closed}]
+                      [--batch N] [--workers N] [--likelihood ...] [--bedrock {proda,closed}]
     soiljax world --n-sites N [--resolution DEG] [--seed S] --out DIR
     soiljax learn --model {clm5,compas} (--world DIR | --covariates SITES.nc ...)
                   [--approach {two-stage,end-to-end}] [--posterior POST.nc] --out NET.eqx
@@ -185,11 +185,14 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--method", choices=["hmc", "nuts", "proda"], default="nuts",
                    help="sampler: NUTS (default), fixed-length HMC, or PRODA's random walk + adaptive Metropolis")
     p.add_argument("--chains", type=int, default=3, help="chains per profile (default 3)")
-    p.add_argument("--warmup", type=int, default=400,
-                   help="adaptation iterations per chain (default 400; COMPAS converges more often with 800)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="adaptation iterations per chain (default: 400 for CLM5, 800 for COMPAS)")
     p.add_argument("--samples", type=int, default=500,
                    help="draws kept per chain (default 500; for --method proda the kept draws are thinned to this)")
     p.add_argument("--batch", type=int, default=128, help="profiles sampled together and saved per part file (default 128)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="batches computed at a time, each by its own process pinned to its share of the CPU cores "
+                        "(default 1; on a CPU machine give one per core)")
     p.add_argument("--likelihood", choices=_LIKELIHOODS, default="default",
                    help="'lognormal' (multiplicative error; default for nuts/hmc), 'gaussian', or 'proda' "
                         "(PRODA's cost of the model; default for --method proda)")
@@ -213,12 +216,12 @@ def _run_calibrate(args) -> int:
     from . import calibration as cal
     from . import io
 
-    for flag in ("chains", "samples", "batch"):
+    for flag in ("chains", "samples", "batch", "workers"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.chains < 2:
         raise UserError("--chains must be at least 2: R-hat compares chains (PRODA uses 3)")
-    if args.warmup < 0:
+    if args.warmup is not None and args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     if not args.sigma > 0:
         raise UserError(f"--sigma must be positive, got {args.sigma}")
@@ -249,7 +252,7 @@ def _run_calibrate(args) -> int:
         ds = cal.calibrate(
             model, forcing, obs, method=sampler, likelihood=likelihood, chains=args.chains, warmup=args.warmup,
             samples=args.samples, batch_size=args.batch, seed=args.seed, out=args.out, resume=not args.restart,
-            progress=progress, keep_draws=args.keep_draws, site_id=labels_f,
+            progress=progress, keep_draws=args.keep_draws, site_id=labels_f, workers=args.workers,
             attrs={"forcing_file": str(args.forcing), "obs_file": str(args.obs)},
         )
     except PartsMismatchError as exc:

@@ -16,6 +16,7 @@ import xarray as xr
 from scipy.interpolate import PchipInterpolator
 
 import soiljax
+from soiljax import _workers
 from soiljax import calibration as cal
 from soiljax._grid import ZSOI
 from soiljax._observations import Observations
@@ -409,6 +410,26 @@ def test_nuts_tree_depth_defaults_per_model():
     assert cal.NUTS(max_num_doublings=4).for_model(soiljax.COMPAS()).max_num_doublings == 4
 
 
+def test_warmup_defaults_per_model(clm5_data, compas_data, monkeypatch):
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def capture(self, lo, hi, bar):  # record the batch's settings instead of sampling
+        seen.append((type(self.model).__name__, self.warmup))
+        raise Stop
+
+    monkeypatch.setattr(_run._BatchJob, "__call__", capture)
+    for model, forcing, obs, _ in (clm5_data, compas_data):
+        with pytest.raises(Stop):
+            cal.calibrate(model, forcing[:1], obs[:1], progress=False)
+    model, forcing, obs, _ = clm5_data
+    with pytest.raises(Stop):
+        cal.calibrate(model, forcing[:1], obs[:1], warmup=7, progress=False)
+    assert seen == [("CLM5", 400), ("COMPAS", 800), ("CLM5", 7)]
+
+
 # --------------------------------------------------------------------------
 # 5. the sampler on a known Gaussian posterior
 # --------------------------------------------------------------------------
@@ -578,6 +599,48 @@ def test_resume_after_interruption(clm5_data, tmp_path, monkeypatch):
     fresh = cal.calibrate(*args, out=other, seed=1, resume=False, **kw)
     assert np.isfinite(fresh.u_mean.values).all() and not parts_dir(other).exists()
     assert not np.array_equal(fresh.u_mean.values, straight.u_mean.values)
+
+
+@pytest.mark.slow  # two worker processes each import JAX and compile: ~1 minute
+def test_worker_processes_give_the_same_posterior(clm5_data, tmp_path):
+    model, forcing, obs, _ = clm5_data
+    args = (model, forcing[:3], obs[:3])
+    kw = dict(method="hmc", warmup=20, samples=10, chains=2, progress=False, predictive_draws=5, batch_size=1,
+              keep_draws=10)
+    counted = []
+    serial = cal.calibrate(*args, out=tmp_path / "serial.nc", **kw)
+    with pytest.MonkeyPatch.context() as mp:  # count the progress the workers report to this process
+        real = _workers.run_parallel
+        mp.setattr(_workers, "run_parallel", lambda job, write, tasks, workers, bar: real(
+            job, write, tasks, workers, lambda k: (counted.append(k), bar(k))))
+        parallel = cal.calibrate(*args, out=tmp_path / "parallel.nc", workers=2, **kw)
+    assert sum(counted) == 3 * (20 + 10)
+    assert not parts_dir(tmp_path / "parallel.nc").exists()
+    for name in ("draws_u", "u_mean", "rhat", "nse", "soc_fit"):
+        np.testing.assert_array_equal(parallel[name].values, serial[name].values)
+    np.testing.assert_array_equal(parallel.site.values, serial.site.values)
+
+
+def test_worker_errors_are_reported(clm5_data, tmp_path):
+    model, forcing, obs, _ = clm5_data
+    with pytest.raises(ValueError, match="needs out="):
+        cal.calibrate(model, forcing[:2], obs[:2], workers=2, progress=False)
+    with pytest.raises(ValueError, match="whole number"):
+        cal.calibrate(model, forcing[:2], obs[:2], workers=0, out=tmp_path / "x.nc", progress=False)
+    # a batch that fails in a worker stops the run with the worker's traceback; finished parts stay
+    tasks = [(0, 0, 1, tmp_path / "p0.nc"), (1, 1, 2, tmp_path / "p1.nc")]
+    with pytest.raises(_workers.WorkerError, match="ZeroDivisionError"):
+        _workers.run_parallel(_failing_job, _write_text, tasks, 2)
+
+
+def _failing_job(lo, hi, bar):
+    """A batch job for the worker test: site 1 fails."""
+    bar(1)
+    return 1 / (1 - lo)
+
+
+def _write_text(value, path):
+    path.write_text(str(value))
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ profile's chains do not depend on the batch it was computed in.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
@@ -31,6 +32,14 @@ METHODS = ("hmc", "nuts", "proda")
 """Names accepted by ``calibrate(method=...)``."""
 
 DEFAULT_CHUNK = 50
+DEFAULT_WARMUP = {"CLM5": 400, "COMPAS": 800}
+"""Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``.
+
+Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): CLM5 meets
+PRODA's R-hat rule for 97% of 1,000 profiles with 400; COMPAS went from 87%
+to 93% of 30 profiles when its warmup went from 400 to 800 (its stiff
+posteriors need longer to adapt the step size and the mass matrix).
+"""
 RESCUE_GAP = 10.0
 """Log-density units by which a chain may trail its site's best chain at a rescue point."""
 N_START_CANDIDATES = 64
@@ -359,6 +368,50 @@ def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_
     )
 
 
+class _BatchJob:
+    """Samples and summarises the sites ``lo:hi`` of a run: ``job(lo, hi, bar)``.
+
+    Holds everything a batch needs, so that worker processes
+    (``calibrate(workers=N)``) can run it: :meth:`portable` gives a copy with
+    host (numpy) arrays that pickles.  Every batch is padded to
+    ``batch_size`` sites, so one compiled program serves them all.
+    """
+
+    def __init__(self, *, model, likelihood, sampler, forcing, obs, chains, warmup, samples, batch_size, seed, chunk,
+                 keep_draws, predictive_draws, site_id, sharding, attrs):
+        self.model, self.likelihood, self.sampler = model, likelihood, sampler
+        self.forcing, self.obs = forcing, obs
+        self.chains, self.warmup, self.samples, self.batch_size = chains, warmup, samples, batch_size
+        self.seed, self.chunk, self.keep_draws, self.predictive_draws = seed, chunk, keep_draws, predictive_draws
+        self.site_id, self.sharding, self.attrs = site_id, sharding, attrs
+
+    def portable(self) -> "_BatchJob":
+        """A copy that pickles: data as numpy arrays, no device sharding."""
+        new = copy.copy(self)
+        new.forcing, new.obs = jax.tree_util.tree_map(np.asarray, (self.forcing, self.obs))
+        new.sharding = None
+        return new
+
+    def __call__(self, lo: int, hi: int, bar: Callable[[int], object]) -> xr.Dataset:
+        m = hi - lo
+        idx = np.arange(lo, hi)
+        if m < self.batch_size:  # pad: one compiled program for every batch, a multiple of the devices
+            idx = np.concatenate([idx, np.full(self.batch_size - m, hi - 1)])
+        f_b, o_b = self.forcing[idx], self.obs[idx]
+        keys = _site_keys(self.seed, idx, self.chains)
+        if isinstance(self.sampler, ProdaMetropolis):
+            draws = _sample_proda(self.model, self.likelihood, self.sampler, f_b, o_b, keys, chunk=self.chunk,
+                                  max_draws=max(self.samples, 4), bar=bar)
+        else:
+            draws = _sample_gradient(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
+                                     samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding)
+        draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
+        labels = None if self.site_id is None else np.asarray(self.site_id)[lo:hi]
+        return summarize(self.model, self.forcing[lo:hi], self.obs[lo:hi], draws, site_id=labels,
+                         site_index=np.arange(lo, hi), keep_draws=self.keep_draws,
+                         predictive_draws=self.predictive_draws, seed=self.seed, attrs=self.attrs)
+
+
 # --------------------------------------------------------------------------
 # the public entry point
 # --------------------------------------------------------------------------
@@ -398,7 +451,7 @@ def calibrate(
     method="nuts",
     likelihood: AbstractLikelihood | None = None,
     chains: int = 3,
-    warmup: int = 500,
+    warmup: int | None = None,
     samples: int = 500,
     batch_size: int = 128,
     seed: int = 0,
@@ -410,6 +463,7 @@ def calibrate(
     site_id=None,
     chunk: int = DEFAULT_CHUNK,
     mesh=None,
+    workers: int = 1,
     attrs: Mapping | None = None,
 ) -> xr.Dataset:
     """Posterior of every profile's parameters; returns (and writes) an xarray Dataset.
@@ -424,20 +478,35 @@ def calibrate(
     holds its step counts) or a sampler object from
     :mod:`soiljax.calibration`.  ``likelihood`` defaults to PRODA's cost for
     ``"proda"`` and to :class:`LogNormal` (10% multiplicative error, or the
-    observations' ``soc_sd``) otherwise.
+    observations' ``soc_sd``) otherwise.  ``warmup`` (adaptation iterations
+    per chain) defaults to the model's entry in :data:`DEFAULT_WARMUP`.
 
     ``batch_size`` profiles are sampled together (each with ``chains``
     chains); with ``out`` every finished batch is written to a part file
     next to ``out`` and a rerun with the same inputs resumes.  ``mesh``
     (:func:`soiljax.site_mesh`) spreads each batch's profiles over devices
-    (HMC/NUTS).  The dataset's
+    (HMC/NUTS).  ``workers`` > 1 computes that many batches at a time in
+    worker processes, each pinned to its share of the CPU cores (on CPU, one
+    worker per core nearly multiplies the throughput by the core count; a
+    ``mesh`` over host devices does not, see :mod:`soiljax._workers`); it
+    needs ``out``, since the workers hand their batches over as part files.
+    Results do not depend on ``workers`` or on how sites fall into batches of
+    the same size.  The dataset's
     variables are described in :func:`soiljax.calibration.summarize`.
     """
     sampler = sampler_for(method)
     if isinstance(sampler, NUTS):
         sampler = sampler.for_model(model)
     likelihood = default_likelihood(model, sampler) if likelihood is None else likelihood
+    if warmup is None:
+        warmup = DEFAULT_WARMUP.get(type(model).__name__, 400)
     _check_inputs(model, forcing, obs, chains, warmup, samples)
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a whole number >= 1")
+    if workers > 1 and out is None:
+        raise ValueError("workers > 1 needs out=...: the worker processes hand their batches over as part files")
+    if workers > 1 and mesh is not None:
+        raise ValueError("pass either workers > 1 (processes) or mesh (devices in this process), not both")
     n = forcing.batch_shape[0]
     batch_size = max(1, min(int(batch_size), n))
     sharding = None
@@ -476,27 +545,14 @@ def calibrate(
     else:
         pbar, bar = None, (lambda k: None)
 
-    def compute(lo: int, hi: int) -> xr.Dataset:
-        m = hi - lo
-        idx = np.arange(lo, hi)
-        if m < batch_size:  # pad: one compiled program for every batch, a multiple of the devices
-            idx = np.concatenate([idx, np.full(batch_size - m, hi - 1)])
-        f_b, o_b = forcing[idx], obs[idx]
-        keys = _site_keys(seed, idx, chains)
-        if proda:
-            draws = _sample_proda(model, likelihood, sampler, f_b, o_b, keys, chunk=chunk, max_draws=max(samples, 4),
-                                  bar=bar)
-        else:
-            draws = _sample_gradient(model, likelihood, sampler, f_b, o_b, keys, warmup=warmup, samples=samples,
-                                     chunk=chunk, bar=bar, sharding=sharding)
-        draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
-        labels = None if site_id is None else np.asarray(site_id)[lo:hi]
-        return summarize(model, forcing[lo:hi], obs[lo:hi], draws, site_id=labels, site_index=np.arange(lo, hi),
-                         keep_draws=keep_draws, predictive_draws=predictive_draws, seed=seed, attrs=run_attrs)
+    job = _BatchJob(model=model, likelihood=likelihood, sampler=sampler, forcing=forcing, obs=obs, chains=chains,
+                    warmup=warmup, samples=samples, batch_size=batch_size, seed=seed, chunk=chunk,
+                    keep_draws=keep_draws, predictive_draws=predictive_draws, site_id=site_id, sharding=sharding,
+                    attrs=run_attrs)
 
     try:
         if out is None:
-            pieces = [compute(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+            pieces = [job(lo, min(lo + batch_size, n), bar) for lo in range(0, n, batch_size)]
             ds = xr.concat(pieces, dim="site", data_vars="minimal", coords="minimal", compat="override",
                            join="override") if len(pieces) > 1 else pieces[0]
             ds.attrs = dict(pieces[0].attrs)
@@ -507,8 +563,16 @@ def calibrate(
         settings = dict(chains=chains, warmup=warmup, samples=samples, batch_size=batch_size, seed=seed,
                         keep_draws=keep_draws, predictive_draws=predictive_draws)
         fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings)
-        return run_in_parts(out, n=n, batch_size=batch_size, fingerprint=fp, compute=compute, write=write_posterior,
-                            required="u_mean", resume=resume, progress=False, manifest={"model": name})
+        parallel = None
+        if workers > 1:
+            from .._workers import run_parallel
+
+            def parallel(tasks):
+                run_parallel(job.portable(), write_posterior, tasks, workers, bar)
+
+        return run_in_parts(out, n=n, batch_size=batch_size, fingerprint=fp, compute=lambda lo, hi: job(lo, hi, bar),
+                            write=write_posterior, required="u_mean", resume=resume, progress=False,
+                            manifest={"model": name}, parallel=parallel)
     finally:
         if pbar is not None:
             pbar.close()
