@@ -32,9 +32,10 @@ def _args(argv=None):
     p.add_argument("--out", default="dutch_out")
     p.add_argument("--models", nargs="+", choices=["clm5", "compas"], default=["clm5", "compas"])
     p.add_argument("--n", type=int, default=None, help="only the first N profiles")
-    p.add_argument("--warmup", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=None, help="default: the model's (calibration.DEFAULT_WARMUP)")
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--workers", type=int, default=1, help="worker processes, e.g. one per CPU core")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -93,7 +94,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         post = calibrate(model, forcing, obs, method=NUTS(), likelihood=LogNormal(), warmup=args.warmup,
                          samples=args.samples, batch_size=args.batch, seed=args.seed, out=out / f"posterior_{name}.nc",
-                         site_id=labels, progress=True)
+                         site_id=labels, progress=True, workers=args.workers)
         wall = time.perf_counter() - t0
         post = post.assign_coords(soil_group=("site", groups))
         table = group_table(post, groups)

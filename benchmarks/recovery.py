@@ -110,7 +110,8 @@ def main(argv=None):
     res = recovery_statistics(post, u_true, stock_true, truth_nse(model, u_true, forcing, obs))
     res.update({"model": args.model, "method": args.method, "wall_s": wall, "chains": args.chains,
                 "warmup": int(post.attrs["warmup"]), "samples": args.samples, "batch": args.batch, "devices": len(jax.devices()), "workers": args.workers,
-                "platform": jax.devices()[0].platform, "max_doublings": post.attrs.get("max_doublings"),
+                "platform": jax.devices()[0].platform, "max_doublings": (None if post.attrs.get("max_doublings") is None
+                                  else int(post.attrs["max_doublings"])),
                 "draws_per_chain": int(post.attrs.get("samples", args.samples))})
     targets = {
         "rhat_mean_lt_1.05": ">= 0.95", "rhat_max_lt_1.05": "(>= 0.95)", "nse_gt_0.9": ">= 0.95",

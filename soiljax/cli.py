@@ -189,7 +189,9 @@ def _add_calibrate(sub) -> None:
                    help="adaptation iterations per chain (default: 400 for CLM5, 800 for COMPAS)")
     p.add_argument("--samples", type=int, default=500,
                    help="draws kept per chain (default 500; for --method proda the kept draws are thinned to this)")
-    p.add_argument("--batch", type=int, default=128, help="profiles sampled together and saved per part file (default 128)")
+    p.add_argument("--batch", type=int, default=128,
+                   help="profiles sampled together and saved per part file (default 128; on a CPU, 32 ran CLM5's "
+                        "NUTS fastest per core, see benchmarks/README.md)")
     p.add_argument("--workers", type=int, default=1,
                    help="batches computed at a time, each by its own process pinned to its share of the CPU cores "
                         "(default 1; on a CPU machine give one per core)")

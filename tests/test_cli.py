@@ -177,6 +177,8 @@ def test_calibrate_command_user_errors(obs_files, forcing_file, tmp_path, capsys
     assert "has 10 sites but observation file" in capsys.readouterr().err
     assert main(base + ["--forcing", str(f), "--obs", str(o), "--chains", "1"]) == 2
     assert "at least 2" in capsys.readouterr().err
+    assert main(base + ["--forcing", str(f), "--obs", str(o), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
     bad = tmp_path / "pct.nc"
     ds = xr.open_dataset(o).load()
     ds["soc"].attrs["units"] = "%"
