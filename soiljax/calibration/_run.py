@@ -36,9 +36,10 @@ DEFAULT_WARMUP = {"CLM5": 400, "COMPAS": 800}
 """Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``.
 
 Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): CLM5 meets
-PRODA's R-hat rule for 97% of 1,000 profiles with 400; COMPAS went from 87%
-to 93% of 30 profiles when its warmup went from 400 to 800 (its stiff
-posteriors need longer to adapt the step size and the mass matrix).
+PRODA's R-hat rule for 97-98% of 1,000 profiles with 400; for COMPAS the rule
+went from 87% to 93% of 30 profiles when its warmup went from 400 to 800, and
+held for 91% of 90 profiles with 800 (its stiff posteriors need longer to
+adapt the step size and the mass matrix).
 """
 RESCUE_GAP = 10.0
 """Log-density units by which a chain may trail its site's best chain at a rescue point."""
