@@ -108,10 +108,11 @@ def main(argv=None):
                      resume=False, progress=True, mesh=mesh, workers=args.workers)
     wall = time.perf_counter() - t0
     res = recovery_statistics(post, u_true, stock_true, truth_nse(model, u_true, forcing, obs))
+    depth = post.attrs.get("max_doublings")  # numpy integers once read back from a file
     res.update({"model": args.model, "method": args.method, "wall_s": wall, "chains": args.chains,
-                "warmup": int(post.attrs["warmup"]), "samples": args.samples, "batch": args.batch, "devices": len(jax.devices()), "workers": args.workers,
-                "platform": jax.devices()[0].platform, "max_doublings": (None if post.attrs.get("max_doublings") is None
-                                  else int(post.attrs["max_doublings"])),
+                "warmup": int(post.attrs["warmup"]), "samples": args.samples, "batch": args.batch,
+                "devices": len(jax.devices()), "workers": args.workers, "platform": jax.devices()[0].platform,
+                "max_doublings": None if depth is None else int(depth),
                 "draws_per_chain": int(post.attrs.get("samples", args.samples))})
     targets = {
         "rhat_mean_lt_1.05": ">= 0.95", "rhat_max_lt_1.05": "(>= 0.95)", "nse_gt_0.9": ">= 0.95",

@@ -60,7 +60,6 @@ def _worker(job, write, tasks, messages, jax_settings) -> None:
         except BaseException:  # noqa: BLE001 - reported to the parent, which raises
             messages.put(("error", index, traceback.format_exc()))
             return
-        messages.put(("done", index))
     messages.put(("exit",))
 
 

@@ -11,7 +11,7 @@ profile's chains do not depend on the batch it was computed in.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
@@ -369,6 +369,7 @@ def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_
     )
 
 
+@dataclasses.dataclass
 class _BatchJob:
     """Samples and summarises the sites ``lo:hi`` of a run: ``job(lo, hi, bar)``.
 
@@ -378,20 +379,27 @@ class _BatchJob:
     ``batch_size`` sites, so one compiled program serves them all.
     """
 
-    def __init__(self, *, model, likelihood, sampler, forcing, obs, chains, warmup, samples, batch_size, seed, chunk,
-                 keep_draws, predictive_draws, site_id, sharding, attrs):
-        self.model, self.likelihood, self.sampler = model, likelihood, sampler
-        self.forcing, self.obs = forcing, obs
-        self.chains, self.warmup, self.samples, self.batch_size = chains, warmup, samples, batch_size
-        self.seed, self.chunk, self.keep_draws, self.predictive_draws = seed, chunk, keep_draws, predictive_draws
-        self.site_id, self.sharding, self.attrs = site_id, sharding, attrs
+    model: AbstractSoilModel
+    likelihood: AbstractLikelihood
+    sampler: eqx.Module
+    forcing: Forcing
+    obs: object
+    chains: int
+    warmup: int
+    samples: int
+    batch_size: int
+    seed: int
+    chunk: int
+    keep_draws: int
+    predictive_draws: int
+    site_id: object
+    sharding: object
+    attrs: Mapping
 
     def portable(self) -> "_BatchJob":
         """A copy that pickles: data as numpy arrays, no device sharding."""
-        new = copy.copy(self)
-        new.forcing, new.obs = jax.tree_util.tree_map(np.asarray, (self.forcing, self.obs))
-        new.sharding = None
-        return new
+        forcing, obs = jax.tree_util.tree_map(np.asarray, (self.forcing, self.obs))
+        return dataclasses.replace(self, forcing=forcing, obs=obs, sharding=None)
 
     def __call__(self, lo: int, hi: int, bar: Callable[[int], object]) -> xr.Dataset:
         m = hi - lo
