@@ -55,6 +55,8 @@ def _args(argv=None):
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--max-doublings", type=int, default=None, help="NUTS tree depth cap (default: the model's)")
     p.add_argument("--steps", type=int, default=12, help="HMC leapfrog steps")
+    p.add_argument("--mass-matrix", choices=["diagonal", "dense"], default="diagonal",
+                   help="mass matrix adapted by NUTS/HMC during warmup (default diagonal)")
     p.add_argument("--proda-steps", type=int, nargs=2, default=[20_000, 50_000], metavar=("RW", "AM"),
                    help="PRODA's random-walk and adaptive steps (default 20000 50000)")
     p.add_argument("--noise", type=float, default=0.1)
@@ -89,9 +91,10 @@ def main(argv=None):
     obs, truth = synthetic_observations(model, u_true, forcing, noise=args.noise, seed=args.seed)
     steady = soiljax.batched_steady_state(model, u_true, forcing)
     stock_true = np.asarray(soiljax.soc_stock(steady.soc, 1.0))
+    dense = args.mass_matrix == "dense"
     sampler = {
-        "nuts": NUTS(max_num_doublings=args.max_doublings),
-        "hmc": HMC(num_integration_steps=args.steps),
+        "nuts": NUTS(max_num_doublings=args.max_doublings, dense_mass=dense),
+        "hmc": HMC(num_integration_steps=args.steps, dense_mass=dense),
         "proda": ProdaMetropolis(num_random_walk=args.proda_steps[0], num_adaptive=args.proda_steps[1]),
     }[args.method]
     mesh = soiljax.site_mesh() if len(jax.devices()) > 1 else None
@@ -112,7 +115,7 @@ def main(argv=None):
     res.update({"model": args.model, "method": args.method, "wall_s": wall, "chains": args.chains,
                 "warmup": int(post.attrs["warmup"]), "samples": args.samples, "batch": args.batch,
                 "devices": len(jax.devices()), "workers": args.workers, "platform": jax.devices()[0].platform,
-                "max_doublings": None if depth is None else int(depth),
+                "max_doublings": None if depth is None else int(depth), "mass_matrix": args.mass_matrix,
                 "draws_per_chain": int(post.attrs.get("samples", args.samples))})
     targets = {
         "rhat_mean_lt_1.05": ">= 0.95", "rhat_max_lt_1.05": "(>= 0.95)", "nse_gt_0.9": ">= 0.95",
