@@ -392,7 +392,7 @@ def test_calibrate_with_mostly_invalid_prior_has_no_nan(boreal, compas_data):
     for method in ("hmc", "nuts"):
         ds = cal.calibrate(model, forcing, obs, method=method, warmup=30, samples=20, chains=2, progress=False,
                            predictive_draws=10)
-        _no_nan(ds, ["u_mean", "u_sd", "u_q05", "u_q95", "theta_mean", "rhat", "rhat_mean", "ess", "nse",
+        _no_nan(ds, ["u_mean", "u_sd", "u_q05", "u_q95", "theta_mean", "rhat", "rhat_mean", "rhat_gr", "rhat_gr_mean", "ess", "nse",
                      "acceptance_rate", "step_size", "model_evals"])
         u = ds.u_mean.values
         assert np.all((u > 0) & (u < 1))
@@ -741,6 +741,30 @@ def test_numpyro_agrees_with_calibrate():
 # --------------------------------------------------------------------------
 
 
+def test_gelman_rubin_matches_its_definition_and_flags_disagreeing_chains():
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=(2, 3, 400, 2))
+    u[1, 2, :, 1] += 1.0  # one chain of site 1 sits apart in parameter 1
+    r = cal.gelman_rubin(u)
+    # the textbook formula, one (site, param) at a time
+    for s in range(2):
+        for p in range(2):
+            x = u[s, :, :, p]
+            n = x.shape[1]
+            w = np.mean([np.var(c, ddof=1) for c in x])
+            b = n * np.var(x.mean(axis=1), ddof=1)
+            assert r[s, p] == pytest.approx(np.sqrt(((n - 1) / n * w + b / n) / w), rel=1e-12)
+    assert np.all(r[0] < 1.02) and r[1, 0] < 1.02 and r[1, 1] > 1.05
+    # whole chains and no ranks: more lenient than the rank-normalised split R-hat on a drifting chain
+    drift = rng.normal(size=(1, 3, 400, 1)) + np.linspace(0, 3.0, 400)[None, None, :, None]
+    assert cal.gelman_rubin(drift)[0, 0] < 1.05 < cal.rhat_and_ess(drift)[0][0, 0]
+    stuck = u.copy()
+    stuck[0, 1, :, 0] = 0.3
+    assert np.isinf(cal.gelman_rubin(stuck)[0, 0])
+    with pytest.raises(ValueError, match="2 chains"):
+        cal.gelman_rubin(u[:, :1])
+
+
 def test_recovery_statistics_and_stock_information_limit():
     from scipy.stats import norm
 
@@ -758,6 +782,7 @@ def test_recovery_statistics_and_stock_information_limit():
         "u_sd": (("site", "param"), u_sd), "u_q05": (("site", "param"), u_mean - 0.1),
         "u_q95": (("site", "param"), u_mean + 0.1),
         "rhat_mean": ("site", [1.0, 1.1, 1.0]), "rhat_max": ("site", [1.0, 1.2, 1.04]),
+        "rhat_gr_mean": ("site", [1.0, 1.04, 1.0]),
         "nse": ("site", [0.95, 0.5, 0.92]), "nse_at_mean": ("site", [0.9, 0.4, 0.95]),
         "accepted": ("site", [True, False, True]), "ess_min": ("site", [100.0, 10.0, 50.0]),
         "model_evals": ("site", [1e5, 1e5, 1e5]), "divergences": ("site", [0, 3, 0]),
@@ -769,6 +794,7 @@ def test_recovery_statistics_and_stock_information_limit():
                                 nse_truth=np.array([0.97, 0.3, 0.8]))
     assert stats["rhat_mean_lt_1.05"] == pytest.approx(2 / 3)
     assert stats["rhat_max_lt_1.05"] == pytest.approx(2 / 3)
+    assert stats["rhat_gr_mean_lt_1.05"] == pytest.approx(1.0)
     assert stats["identifiable_fraction"] == pytest.approx(0.5)
     assert stats["coverage90_identifiable"] == pytest.approx(2 / 3)
     assert stats["stock_within_10pct"] == pytest.approx(2 / 3)

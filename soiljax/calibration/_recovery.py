@@ -67,6 +67,8 @@ def recovery_statistics(post, u_true, stock_true, nse_truth=None) -> dict:
         "median_ess_min": float(np.median(ess_min)),
         "divergences_per_profile": float(np.mean(post["divergences"].values)),
     }
+    if "rhat_gr_mean" in post:  # posterior files written before it was added lack it
+        out["rhat_gr_mean_lt_1.05"] = float(np.mean(post["rhat_gr_mean"].values < 1.05))
     out["stock_within_10pct_expected"] = float(np.mean(expected_within(post, 0.1)))
     if nse_truth is not None:
         nse_truth = np.asarray(nse_truth)

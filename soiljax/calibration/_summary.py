@@ -9,7 +9,10 @@ Per (site, param), ``param`` holding the model's parameter names (MODELS.md):
     ``theta_q50``, ``theta_q95``: the same in physical units (quantiles map
     through the monotone u -> theta transform; the mean is of theta draws);
     ``rhat``: rank-normalised split R-hat (Vehtari et al. 2021, BlackJAX
-    ``rhat``); ``ess``: bulk effective sample size (BlackJAX ``ess_bulk``).
+    ``rhat``); ``ess``: bulk effective sample size (BlackJAX ``ess_bulk``);
+    ``rhat_gr``: Gelman and Rubin's original potential scale reduction
+    factor (whole chains, no rank normalisation), the R-hat of PRODA's
+    filter; more lenient than ``rhat``, reported for comparison.
 Per (site, layer), gC m-3:
     ``soc_q05``, ``soc_q50``, ``soc_q95``, ``soc_mean``: the model's
     steady-state SOC per layer under the posterior (``predictive_draws``
@@ -27,7 +30,7 @@ Per site:
     ``valid_mean``: the steady state at ``u_mean`` is valid;
     ``accepted``: PRODA's filter, mean R-hat over the parameters < 1.05 and
     ``nse`` > 0; ``rhat_max``,
-    ``rhat_mean``, ``ess_min``; ``acceptance_rate`` and ``divergences``
+    ``rhat_mean``, ``rhat_gr_mean`` (mean of ``rhat_gr``), ``ess_min``; ``acceptance_rate`` and ``divergences``
     (after warmup, summed over chains); ``stock_1m_mean``, ``stock_1m_q05``,
     ``stock_1m_q95`` (kgC m-2, under the posterior); ``n_obs``;
     ``start_ok`` (a start with a finite log density was found; chains
@@ -84,6 +87,28 @@ def rhat_and_ess(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rhat = np.where(stuck | ~np.isfinite(rhat), np.inf, rhat)
     ess = np.where(stuck | ~np.isfinite(ess), 0.0, ess)
     return rhat, ess
+
+
+def gelman_rubin(u: np.ndarray) -> np.ndarray:
+    """Gelman and Rubin's (1992) potential scale reduction factor of draws
+    (site, chain, draw, param) -> (site, param).
+
+    With m chains of n draws, chain means and variances ``mean_j``, ``s2_j``:
+    ``W = mean_j s2_j``, ``B = n var_j(mean_j)`` (ddof 1),
+    ``R = sqrt(((n - 1) / n W + B / n) / W)``.  No split, no ranks: PRODA's
+    convergence statistic.  A parameter that does not move in some chain
+    (``W`` = 0) gets ``inf``.
+    """
+    u = np.asarray(u, dtype=float)
+    n = u.shape[2]
+    if u.shape[1] < 2 or n < 2:
+        raise ValueError(f"R-hat needs at least 2 chains of 2 draws, got {u.shape[1]} chains of {n}")
+    w = u.var(axis=2, ddof=1).mean(axis=1)
+    b = n * u.mean(axis=2).var(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.sqrt(((n - 1) / n * w + b / n) / w)
+    stuck = np.ptp(u, axis=2).min(axis=1) == 0.0
+    return np.where(stuck | ~np.isfinite(r), np.inf, r)
 
 
 @eqx.filter_jit
@@ -153,6 +178,7 @@ def summarize(
     u_mean = flat.mean(axis=1)
     theta = np.asarray(space.to_physical(jnp.asarray(flat)))
     rhat, ess = rhat_and_ess(u)
+    rhat_gr = gelman_rubin(u)
 
     mask = np.asarray(obs.mask)
     depth = np.asarray(obs.depth)
@@ -207,6 +233,9 @@ def summarize(
         "ess": (sp, ess, {"units": "1", "long_name": "bulk effective sample size"}),
         "rhat_max": ("site", rhat.max(axis=1), {"units": "1", "long_name": "largest R-hat over the parameters"}),
         "rhat_mean": ("site", rhat_mean, {"units": "1", "long_name": "mean R-hat over the parameters (PRODA)"}),
+        "rhat_gr": (sp, rhat_gr, {"units": "1", "long_name": "Gelman-Rubin R-hat (whole chains, as PRODA)"}),
+        "rhat_gr_mean": ("site", rhat_gr.mean(axis=1), {"units": "1",
+                                                         "long_name": "mean Gelman-Rubin R-hat over the parameters"}),
         "ess_min": ("site", ess.min(axis=1), {"units": "1", "long_name": "smallest bulk ESS over the parameters"}),
         "nse": ("site", nse, {"units": "1", "long_name": "Nash-Sutcliffe efficiency of the posterior-mean profile"}),
         "nse_at_mean": ("site", nse_at_mean, {"units": "1", "long_name": "NSE of the model at u_mean (PRODA)"}),
