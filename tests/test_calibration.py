@@ -392,8 +392,8 @@ def test_calibrate_with_mostly_invalid_prior_has_no_nan(boreal, compas_data):
     for method in ("hmc", "nuts"):
         ds = cal.calibrate(model, forcing, obs, method=method, warmup=30, samples=20, chains=2, progress=False,
                            predictive_draws=10)
-        _no_nan(ds, ["u_mean", "u_sd", "u_q05", "u_q95", "theta_mean", "rhat", "rhat_mean", "rhat_gr", "rhat_gr_mean", "ess", "nse",
-                     "acceptance_rate", "step_size", "model_evals"])
+        _no_nan(ds, ["u_mean", "u_sd", "u_q05", "u_q95", "theta_mean", "rhat", "rhat_mean", "rhat_gr",
+                     "rhat_gr_mean", "ess", "nse", "acceptance_rate", "step_size", "model_evals"])
         u = ds.u_mean.values
         assert np.all((u > 0) & (u < 1))
         assert np.all(np.isfinite(ds.rhat.values) | (ds.rhat.values == np.inf))

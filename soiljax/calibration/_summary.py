@@ -10,9 +10,9 @@ Per (site, param), ``param`` holding the model's parameter names (MODELS.md):
     through the monotone u -> theta transform; the mean is of theta draws);
     ``rhat``: rank-normalised split R-hat (Vehtari et al. 2021, BlackJAX
     ``rhat``); ``ess``: bulk effective sample size (BlackJAX ``ess_bulk``);
-    ``rhat_gr``: Gelman and Rubin's original potential scale reduction
-    factor (whole chains, no rank normalisation), the R-hat of PRODA's
-    filter; more lenient than ``rhat``, reported for comparison.
+    ``rhat_gr``: Gelman and Rubin's potential scale reduction factor over
+    whole chains (no split, no ranks), the R-hat of PRODA's filter; more
+    lenient than ``rhat``, reported for comparison.
 Per (site, layer), gC m-3:
     ``soc_q05``, ``soc_q50``, ``soc_q95``, ``soc_mean``: the model's
     steady-state SOC per layer under the posterior (``predictive_draws``
@@ -29,8 +29,9 @@ Per site:
     where the posterior is a curved ridge, whose mean lies off the ridge);
     ``valid_mean``: the steady state at ``u_mean`` is valid;
     ``accepted``: PRODA's filter, mean R-hat over the parameters < 1.05 and
-    ``nse`` > 0; ``rhat_max``,
-    ``rhat_mean``, ``rhat_gr_mean`` (mean of ``rhat_gr``), ``ess_min``; ``acceptance_rate`` and ``divergences``
+    ``nse`` > 0, with the stricter ``rhat`` in place of PRODA's
+    ``rhat_gr``; ``rhat_max``, ``rhat_mean``, ``rhat_gr_mean`` (mean of
+    ``rhat_gr``), ``ess_min``; ``acceptance_rate`` and ``divergences``
     (after warmup, summed over chains); ``stock_1m_mean``, ``stock_1m_q05``,
     ``stock_1m_q95`` (kgC m-2, under the posterior); ``n_obs``;
     ``start_ok`` (a start with a finite log density was found; chains
@@ -95,9 +96,10 @@ def gelman_rubin(u: np.ndarray) -> np.ndarray:
 
     With m chains of n draws, chain means and variances ``mean_j``, ``s2_j``:
     ``W = mean_j s2_j``, ``B = n var_j(mean_j)`` (ddof 1),
-    ``R = sqrt(((n - 1) / n W + B / n) / W)``.  No split, no ranks: PRODA's
-    convergence statistic.  A parameter that does not move in some chain
-    (``W`` = 0) gets ``inf``.
+    ``R = sqrt(((n - 1) / n W + B / n) / W)``.  No split, no ranks and no
+    degrees-of-freedom correction: PRODA's convergence statistic.  As in
+    :func:`rhat_and_ess`, a parameter that does not move in some chain gets
+    ``inf``.
     """
     u = np.asarray(u, dtype=float)
     n = u.shape[2]
