@@ -155,9 +155,10 @@ def test_calibrate_command_writes_the_posterior(obs_files, tmp_path, capsys):
     argv = ["calibrate", "--model", "clm5", "--forcing", str(f), "--obs", str(o), "--out", str(out),
             "--warmup", "30", "--samples", "20", "--batch", "2", "--keep-draws", "5", "--no-progress"]
     assert main(argv) == 0
-    assert "accepted by PRODA's filter" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "accepted by PRODA's filter" in printed and "with PRODA's Gelman-Rubin R-hat" in printed
     post = xr.open_dataset(out)
-    for name in ("u_mean", "u_sd", "u_q05", "u_q50", "u_q95", "rhat", "ess"):
+    for name in ("u_mean", "u_sd", "u_q05", "u_q50", "u_q95", "rhat", "rhat_gr", "ess"):
         assert post[name].dims == ("site", "param")
     for name in ("nse", "accepted"):
         assert post[name].dims == ("site",)
