@@ -6,7 +6,9 @@ parameters until its steady state is valid; observe 4-8 depths per profile
 with 10% multiplicative (log-normal) noise; calibrate every profile; and
 compare with the truth:
 
-- convergence: mean R-hat < 1.05 (PRODA's criterion) and max R-hat < 1.05;
+- convergence: mean R-hat < 1.05 (PRODA's criterion, with the rank-normalised
+  split R-hat), the same with PRODA's own Gelman-Rubin R-hat, and max
+  R-hat < 1.05;
 - fit: NSE of the posterior-mean profile > 0.9, next to the same figure for
   the *true* profile against the noisy observations (the ceiling a fit can
   reach at this noise and depth design), and the fit's NSE > 0.9 among the
