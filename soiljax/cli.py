@@ -260,7 +260,7 @@ def _run_calibrate(args) -> int:
     except PartsMismatchError as exc:
         raise UserError(str(exc)) from exc
     n_acc = int(ds["accepted"].sum())
-    n_gr = int(((ds["rhat_gr_mean"] < cal.RHAT_THRESHOLD) & (ds["nse"] > 0)).sum())
+    n_gr = int(cal.proda_filter(ds["rhat_gr_mean"].values, ds["nse"].values).sum())
     print(
         f"wrote {args.out} ({n_f} profiles, {type(model).__name__}, {args.method}): "
         f"{n_acc} accepted by PRODA's filter (mean R-hat < 1.05 and NSE > 0; {n_gr} with PRODA's "

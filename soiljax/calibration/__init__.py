@@ -33,6 +33,7 @@ from ._samplers import ProdaMetropolis as ProdaMetropolis
 from ._samplers import warmup_schedule as warmup_schedule
 from ._summary import RHAT_THRESHOLD as RHAT_THRESHOLD
 from ._summary import gelman_rubin as gelman_rubin
+from ._summary import proda_filter as proda_filter
 from ._summary import read_posterior as read_posterior
 from ._summary import rhat_and_ess as rhat_and_ess
 from ._summary import summarize as summarize

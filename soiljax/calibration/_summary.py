@@ -77,6 +77,16 @@ def _rhat_ess(x):
     return rhat, ess
 
 
+def _stuck(u: np.ndarray) -> np.ndarray:
+    """(site, param): some chain of draws (site, chain, draw, param) never moved."""
+    return np.ptp(u, axis=2).min(axis=1) == 0.0
+
+
+def proda_filter(rhat_mean, nse):
+    """PRODA's acceptance of a profile: mean R-hat below :data:`RHAT_THRESHOLD` and NSE > 0."""
+    return (rhat_mean < RHAT_THRESHOLD) & (nse > 0.0)
+
+
 def rhat_and_ess(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rank-normalised split R-hat and bulk ESS of draws (site, chain, draw, param).
 
@@ -84,7 +94,7 @@ def rhat_and_ess(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gets R-hat = inf and ESS = 0, so it fails every convergence filter.
     """
     rhat, ess = (np.asarray(a) for a in _rhat_ess(jnp.asarray(u)))
-    stuck = np.ptp(u, axis=2).min(axis=1) == 0.0
+    stuck = _stuck(u)
     rhat = np.where(stuck | ~np.isfinite(rhat), np.inf, rhat)
     ess = np.where(stuck | ~np.isfinite(ess), 0.0, ess)
     return rhat, ess
@@ -109,8 +119,7 @@ def gelman_rubin(u: np.ndarray) -> np.ndarray:
     b = n * u.mean(axis=2).var(axis=1, ddof=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.sqrt(((n - 1) / n * w + b / n) / w)
-    stuck = np.ptp(u, axis=2).min(axis=1) == 0.0
-    return np.where(stuck | ~np.isfinite(r), np.inf, r)
+    return np.where(_stuck(u) | ~np.isfinite(r), np.inf, r)
 
 
 @eqx.filter_jit
@@ -218,7 +227,7 @@ def summarize(
             stock_mean = np.nanmean(stock, axis=1)
 
     rhat_mean = rhat.mean(axis=1)
-    accepted = (rhat_mean < RHAT_THRESHOLD) & (nse > 0.0)
+    accepted = proda_filter(rhat_mean, nse)
     sp = ("site", "param")
     unit_u = {"units": "1"}
     data = {
