@@ -56,7 +56,7 @@ def _worker(job, write, tasks, messages, jax_settings) -> None:
             break
         index, lo, hi, path = task
         try:
-            write(job(lo, hi, lambda k: messages.put(("progress", k))), Path(path))
+            write(job(lo, hi, lambda k, more=0: messages.put(("progress", k, more))), Path(path))
         except BaseException:  # noqa: BLE001 - reported to the parent, which raises
             messages.put(("error", index, traceback.format_exc()))
             return
@@ -98,14 +98,15 @@ def run_parallel(
     write: Callable,
     tasks: Sequence[tuple[int, int, int, Path]],
     workers: int,
-    bar: Callable[[int], object] | None = None,
+    bar: Callable[..., object] | None = None,
 ) -> None:
     """Compute ``write(job(lo, hi, bar), path)`` for every ``(index, lo, hi, path)``
     in ``tasks`` with ``workers`` processes.
 
     ``job`` and ``write`` must be picklable (module-level functions, or objects
     of module-level classes).  ``job`` reports progress through its third
-    argument; the counts reach ``bar`` in this process.  A failing batch stops
+    argument, ``bar(k)`` or, where a batch adds ``more`` iterations to its
+    total, ``bar(k, more)``; the calls reach ``bar`` in this process.  A failing batch stops
     every worker and raises :class:`WorkerError` with the worker's traceback;
     part files written before that stay, so a rerun resumes.
     """
@@ -137,7 +138,10 @@ def run_parallel(
                     ) from None
                 continue
             if msg[0] == "progress":
-                bar(msg[1])
+                if msg[2]:  # the batch grew (an extension round of the calibration)
+                    bar(msg[1], msg[2])
+                else:
+                    bar(msg[1])
             elif msg[0] == "error":
                 raise WorkerError(f"batch {msg[1]} failed in a worker process; finished batches are kept, "
                                   f"a rerun resumes. The worker's error:\n{msg[2]}")

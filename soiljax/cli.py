@@ -7,7 +7,7 @@ Subcommands::
     soiljax synthetic --n-sites N [--seed S] [--zones ...] --out F.nc
     soiljax calibrate --model {clm5,compas} --forcing F.nc --obs OBS.nc --out POST.nc
                       [--method {hmc,nuts,proda}] [--chains 3] [--warmup N] [--samples N]
-                      [--batch N] [--workers N] [--likelihood ...] [--bedrock {proda,closed}]
+                      [--extend N] [--batch N] [--workers N] [--likelihood ...] [--bedrock {proda,closed}]
     soiljax world --n-sites N [--resolution DEG] [--seed S] --out DIR
     soiljax learn --model {clm5,compas} (--world DIR | --covariates SITES.nc ...)
                   [--approach {two-stage,end-to-end}] [--posterior POST.nc] --out NET.eqx
@@ -189,6 +189,10 @@ def _add_calibrate(sub) -> None:
                    help="adaptation iterations per chain (default: 400 for CLM5, 800 for COMPAS)")
     p.add_argument("--samples", type=int, default=500,
                    help="draws kept per chain (default 500; for --method proda the kept draws are thinned to this)")
+    p.add_argument("--extend", type=int, default=None, metavar="N",
+                   help="nuts/hmc: a profile whose mean R-hat is still >= 1.05 continues its chains for up to N more "
+                        "rounds of --samples iterations, its draws thinned back to --samples (default: 0 for CLM5, "
+                        "3 for COMPAS; 0 turns it off)")
     p.add_argument("--batch", type=int, default=128,
                    help="profiles sampled together and saved per part file (default 128; on a CPU, 32 ran CLM5's "
                         "NUTS fastest per core, see benchmarks/README.md)")
@@ -225,6 +229,10 @@ def _run_calibrate(args) -> int:
         raise UserError("--chains must be at least 2: R-hat compares chains (PRODA uses 3)")
     if args.warmup is not None and args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.extend is not None and args.extend < 0:
+        raise UserError(f"--extend must be >= 0 (0 turns extension off), got {args.extend}")
+    if args.extend and args.method == "proda":
+        raise UserError("--extend applies to --method nuts/hmc; PRODA's sampler runs a fixed number of steps")
     if not args.sigma > 0:
         raise UserError(f"--sigma must be positive, got {args.sigma}")
     model = _models()[args.model](bedrock=args.bedrock)
@@ -253,7 +261,8 @@ def _run_calibrate(args) -> int:
     try:
         ds = cal.calibrate(
             model, forcing, obs, method=sampler, likelihood=likelihood, chains=args.chains, warmup=args.warmup,
-            samples=args.samples, batch_size=args.batch, seed=args.seed, out=args.out, resume=not args.restart,
+            samples=args.samples, extend=0 if args.method == "proda" else args.extend, batch_size=args.batch,
+            seed=args.seed, out=args.out, resume=not args.restart,
             progress=progress, keep_draws=args.keep_draws, site_id=labels_f, workers=args.workers,
             attrs={"forcing_file": str(args.forcing), "obs_file": str(args.obs)},
         )
@@ -266,6 +275,7 @@ def _run_calibrate(args) -> int:
         f"{n_acc} accepted by PRODA's filter (mean R-hat < 1.05 and NSE > 0; {n_gr} with PRODA's "
         f"Gelman-Rubin R-hat), median NSE {float(ds['nse'].median()):.3f}, "
         f"median max R-hat {float(ds['rhat_max'].median()):.3f}"
+        + (f"; {int((ds['thinning'] > 1).sum())} extended for R-hat" if "thinning" in ds else "")
     )
     return 0
 

@@ -399,6 +399,9 @@ def test_calibrate_with_mostly_invalid_prior_has_no_nan(boreal, compas_data):
         assert np.all(np.isfinite(ds.rhat.values) | (ds.rhat.values == np.inf))
         assert np.all(np.isfinite(ds.nse.values) | (ds.nse.values == -np.inf))
         assert np.all((ds.acceptance_rate.values >= 0) & (ds.acceptance_rate.values <= 1))
+        # COMPAS extends the chains of profiles failing the R-hat rule (20 draws rarely pass)
+        assert ds.attrs["extend"] == cal.DEFAULT_EXTEND["COMPAS"]
+        assert np.all((ds.thinning.values >= 1) & (ds.thinning.values <= 1 + cal.DEFAULT_EXTEND["COMPAS"]))
         if method == "nuts":
             assert ds.attrs["max_doublings"] == cal.DEFAULT_DOUBLINGS["COMPAS"]
 
@@ -410,14 +413,14 @@ def test_nuts_tree_depth_defaults_per_model():
     assert cal.NUTS(max_num_doublings=4).for_model(soiljax.COMPAS()).max_num_doublings == 4
 
 
-def test_warmup_defaults_per_model(clm5_data, compas_data, monkeypatch):
+def test_warmup_and_extension_defaults_per_model(clm5_data, compas_data, monkeypatch):
     class Stop(Exception):
         pass
 
     seen = []
 
     def capture(self, lo, hi, bar):  # record the batch's settings instead of sampling
-        seen.append((type(self.model).__name__, self.warmup))
+        seen.append((type(self.model).__name__, self.warmup, self.extend))
         raise Stop
 
     monkeypatch.setattr(_run._BatchJob, "__call__", capture)
@@ -426,8 +429,16 @@ def test_warmup_defaults_per_model(clm5_data, compas_data, monkeypatch):
             cal.calibrate(model, forcing[:1], obs[:1], progress=False)
     model, forcing, obs, _ = clm5_data
     with pytest.raises(Stop):
-        cal.calibrate(model, forcing[:1], obs[:1], warmup=7, progress=False)
-    assert seen == [("CLM5", 400), ("COMPAS", 800), ("CLM5", 7)]
+        cal.calibrate(model, forcing[:1], obs[:1], warmup=7, extend=2, progress=False)
+    model_c, forcing_c, obs_c, _ = compas_data
+    with pytest.raises(Stop):
+        cal.calibrate(model_c, forcing_c[:1], obs_c[:1], method="proda", progress=False)
+    assert seen == [("CLM5", 400, 0), ("COMPAS", 800, 3), ("CLM5", 7, 2), ("COMPAS", 800, 0)]
+    assert cal.DEFAULT_EXTEND == {"CLM5": 0, "COMPAS": 3}
+    for bad, match in (({"extend": -1}, "whole number >= 0"), ({"extend": 1.5}, "whole number >= 0"),
+                       ({"extend": 1, "method": "proda"}, "applies to HMC/NUTS")):
+        with pytest.raises(ValueError, match=match):
+            cal.calibrate(model, forcing[:1], obs[:1], progress=False, **bad)
 
 
 # --------------------------------------------------------------------------
@@ -492,6 +503,46 @@ def test_rescue_restarts_a_chain_stuck_in_a_poor_mode(rescue):
     with pytest.raises(ValueError, match="multiples of chunk"):
         _run.sample_gradient(TrapTarget(), cal.NUTS(), jnp.zeros(n_site), jnp.asarray(z0), keys,
                              warmup=200, samples=100, rescue=(75,))
+
+
+def test_extension_continues_only_the_failing_sites_and_thins_their_chains():
+    # site 0: chain 2 stays in the trap (no rescue), so R-hat fails however long it runs;
+    # site 1: all chains in the main mode, R-hat passes after the first 100 draws
+    n_site, chains, d, samples, rounds = 2, 3, 2, 100, 2
+    z0 = np.zeros((n_site, chains, d))
+    z0[0, 2] = 12.0
+    keys = jax.random.split(jax.random.PRNGKey(3), n_site * chains).reshape(n_site, chains, 2)
+    kw = dict(warmup=200, rescue=())
+    data = jnp.zeros(n_site)
+    grown = []
+    z, stats = _run.sample_gradient(TrapTarget(), cal.NUTS(), data, jnp.asarray(z0), keys, samples=samples,
+                                    extend=rounds, bar=lambda k, more=0: grown.append(more), **kw)
+    plain, plain_stats = _run.sample_gradient(TrapTarget(), cal.NUTS(), data, jnp.asarray(z0), keys,
+                                              samples=samples, **kw)
+    assert z.shape == plain.shape == (n_site, chains, samples, d)
+    np.testing.assert_array_equal(stats["thinning"], [rounds + 1, 1])
+    np.testing.assert_array_equal(plain_stats["thinning"], [1, 1])
+    assert sum(grown) == rounds * samples  # each round announced its iterations to the progress bar
+    # the passing site is untouched; the failing one's draws are its longer chains, thinned
+    np.testing.assert_array_equal(z[1], plain[1])
+    np.testing.assert_array_equal(stats["n_steps"][1], plain_stats["n_steps"][1])
+    assert (stats["n_steps"][0] > plain_stats["n_steps"][0]).all()
+    longer, _ = _run.sample_gradient(TrapTarget(), cal.NUTS(), data, jnp.asarray(z0), keys,
+                                     samples=(rounds + 1) * samples, **kw)
+    np.testing.assert_allclose(z[0], longer[0, :, :: rounds + 1], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(z[0, :, :1], plain[0, :, :1], rtol=0, atol=1e-8)  # same start of the chains
+    assert cal.rhat_and_ess(z[:1])[0].mean() > 1.05  # the trapped chain is still reported, not hidden
+    # a threshold every site fails extends both, each in one program
+    z_all, stats_all = _run.sample_gradient(TrapTarget(), cal.NUTS(), data, jnp.asarray(z0), keys, samples=samples,
+                                            extend=1, rhat_threshold=0.0, **kw)
+    np.testing.assert_array_equal(stats_all["thinning"], [2, 2])
+    np.testing.assert_allclose(z_all, longer[:, :, : 2 * samples : 2], rtol=0, atol=1e-8)
+
+
+def test_extension_subset_sizes():
+    assert [_run._subset_size(k, 1) for k in (1, 2, 3, 4, 5, 17)] == [1, 2, 4, 4, 8, 32]
+    assert [_run._subset_size(k, 2) for k in (1, 2, 3)] == [2, 2, 4]
+    assert _run._subset_size(5, 3) == 9
 
 
 @pytest.mark.parametrize("sampler", [cal.HMC(), cal.NUTS()], ids=["HMC", "NUTS"])

@@ -153,11 +153,16 @@ def test_calibrate_command_writes_the_posterior(obs_files, tmp_path, capsys):
     f, o = obs_files
     out = tmp_path / "post.nc"
     argv = ["calibrate", "--model", "clm5", "--forcing", str(f), "--obs", str(o), "--out", str(out),
-            "--warmup", "30", "--samples", "20", "--batch", "2", "--keep-draws", "5", "--no-progress"]
+            "--warmup", "30", "--samples", "20", "--batch", "2", "--keep-draws", "5", "--extend", "1",
+            "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "accepted by PRODA's filter" in printed and "with PRODA's Gelman-Rubin R-hat" in printed
     post = xr.open_dataset(out)
+    # profiles failing the R-hat rule after 20 draws ran 20 more, thinned back to 20
+    assert set(np.unique(post["thinning"].values)) <= {1, 2} and post.attrs["extend"] == 1
+    n_ext = int((post["thinning"].values > 1).sum())
+    assert f"{n_ext} extended for R-hat" in printed
     for name in ("u_mean", "u_sd", "u_q05", "u_q50", "u_q95", "rhat", "rhat_gr", "ess"):
         assert post[name].dims == ("site", "param")
     for name in ("nse", "accepted"):
@@ -180,6 +185,10 @@ def test_calibrate_command_user_errors(obs_files, forcing_file, tmp_path, capsys
     assert "at least 2" in capsys.readouterr().err
     assert main(base + ["--forcing", str(f), "--obs", str(o), "--workers", "0"]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
+    assert main(base + ["--forcing", str(f), "--obs", str(o), "--extend", "-1"]) == 2
+    assert "--extend must be >= 0" in capsys.readouterr().err
+    assert main(base + ["--forcing", str(f), "--obs", str(o), "--method", "proda", "--extend", "2"]) == 2
+    assert "--extend applies to --method nuts/hmc" in capsys.readouterr().err
     bad = tmp_path / "pct.nc"
     ds = xr.open_dataset(o).load()
     ds["soc"].attrs["units"] = "%"

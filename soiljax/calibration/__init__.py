@@ -23,6 +23,7 @@ from ._likelihood import proda_likelihood as proda_likelihood
 from ._recovery import recovery_statistics as recovery_statistics
 from ._recovery import truth_nse as truth_nse
 from ._recovery import valid_truths as valid_truths
+from ._run import DEFAULT_EXTEND as DEFAULT_EXTEND
 from ._run import DEFAULT_WARMUP as DEFAULT_WARMUP
 from ._run import METHODS as METHODS
 from ._run import calibrate as calibrate

@@ -26,7 +26,7 @@ from .._forcing import Forcing
 from .._models import AbstractSoilModel
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
-from ._summary import summarize
+from ._summary import RHAT_THRESHOLD, rhat_and_ess, summarize
 
 METHODS = ("hmc", "nuts", "proda")
 """Names accepted by ``calibrate(method=...)``."""
@@ -40,6 +40,18 @@ PRODA's R-hat rule for 97-98% of 1,000 profiles with 400; for COMPAS the rule
 went from 87% to 93% of 30 profiles when its warmup went from 400 to 800, and
 held for 91% of 90 profiles with 800 (its stiff posteriors need longer to
 adapt the step size and the mass matrix).
+"""
+DEFAULT_EXTEND = {"CLM5": 0, "COMPAS": 3}
+"""Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS).
+
+After sampling, a profile whose mean R-hat is not below 1.05 continues its
+chains for another ``samples`` iterations, up to this many times, and keeps
+every ``thin``-th draw (see :func:`sample_gradient`).  Measured with
+``benchmarks/recovery.py`` (benchmarks/README.md): COMPAS profiles that fail
+the R-hat rule after 500 draws mostly mix slowly rather than sit in separate
+modes, and longer chains pass; CLM5 meets the rule for 97-98% of profiles
+without it, and a second compiled program per worker would cost more than it
+saves.
 """
 RESCUE_GAP = 10.0
 """Log-density units by which a chain may trail its site's best chain at a rescue point."""
@@ -194,6 +206,7 @@ class _BatchDraws(NamedTuple):
     start_ok: np.ndarray  # (site,) a finite-density start was found for every chain
     n_evals: np.ndarray  # (site,) model evaluations (gradient evaluations for HMC/NUTS)
     rescued: np.ndarray  # (site, chain) warmup restarts from the site's best chain (HMC/NUTS)
+    thinning: np.ndarray | None = None  # (site,) draws kept every thinning-th sampling iteration (None: all 1)
 
 
 def _chunks(n: int, size: int):
@@ -238,8 +251,9 @@ def _rescue(carry, mean_logdensity: np.ndarray, gap: float, sharding=None):
 
 
 def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, samples: int,
-                    chunk: int = DEFAULT_CHUNK, bar: Callable[[int], object] | None = None, sharding=None,
-                    rescue: tuple[int, ...] | None = None, rescue_gap: float = RESCUE_GAP):
+                    chunk: int = DEFAULT_CHUNK, bar: Callable[..., object] | None = None, sharding=None,
+                    rescue: tuple[int, ...] | None = None, rescue_gap: float = RESCUE_GAP,
+                    extend: int = 0, rhat_threshold: float = RHAT_THRESHOLD):
     """Warm up and sample HMC/NUTS chains for a batch of targets, in lock-step.
 
     ``target(data_i)`` returns the log density (a function of z) of site
@@ -264,8 +278,25 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
     rightly fails the profile.  This is warmup only: no draw is affected, and
     the chains still start from dispersed points.  ``stats["rescued"]``
     counts the restarts per chain; ``rescue=()`` turns it off.
+
+    Extension: with ``extend`` > 0, a site whose mean R-hat over the
+    parameters (of ``sigmoid(z)``, as :func:`summarize` computes it) is not
+    below ``rhat_threshold`` after sampling continues its chains, without
+    adaptation, for another ``samples`` iterations, and again after each
+    round while it still fails, up to ``extend`` rounds.  The draws returned
+    for it are its whole chains thinned to ``samples`` draws: every
+    ``stats["thinning"][i]``-th iteration (1 for sites that were not extended),
+    so the returned array keeps its shape.  Only the failing sites run in an
+    extension round (padded to a power of two, or to a multiple of the
+    devices, so that few programs are compiled).  ``acceptance`` and
+    ``divergences`` then cover all of a site's sampling iterations, and
+    ``n_steps`` and ``lockstep_steps`` include the extension.
+
+    ``bar(k)`` is called after every chunk with the iterations done; an
+    extension round first calls ``bar(0, more)`` with the ``more``
+    iterations it adds to the batch.
     """
-    bar = bar or (lambda k: None)
+    bar = bar or (lambda k, more=0: None)
     if sharding is not None:
         data, z0, chain_keys = jax.device_put((data, z0, chain_keys), sharding)
     # strong dtypes: otherwise the first chunk's weakly typed scalars would
@@ -307,16 +338,102 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
             carry, restarted = _rescue(carry, np.asarray(rec.logdensity).mean(axis=2), rescue_gap, sharding)
             rescued += restarted
         bar(keep)
-    stats = {"acceptance": acc / max(samples, 1), "divergences": div, "step_size": np.asarray(carry[1].step_size),
-             "n_steps": n_steps, "lockstep_steps": int(lockstep), "rescued": rescued}
+    thin = np.ones(n_site, dtype=np.int64)
+    if extend > 0 and samples > 0:
+        start = -(-total // chunk) * chunk  # the last chunk may have run past ``total``
+        n_dev = 1 if sharding is None else sharding.mesh.devices.size
+        carry, ext = _extend(target, sampler, data, carry, chain_keys, z, start=start, samples=samples,
+                             rounds=extend, threshold=rhat_threshold, chunk=chunk, bar=bar, sharding=sharding,
+                             n_dev=n_dev)
+        thin = ext["thinning"]
+        acc += ext["acceptance"]
+        div += ext["divergences"]
+        n_steps += ext["n_steps"]
+        lockstep += ext["lockstep"]
+    stats = {"acceptance": acc / (max(samples, 1) * thin[:, None]), "divergences": div,
+             "step_size": np.asarray(carry[1].step_size), "n_steps": n_steps, "lockstep_steps": int(lockstep),
+             "rescued": rescued, "thinning": thin}
     return z, stats
 
 
-def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding):
+def _subset_size(k: int, n_dev: int) -> int:
+    """Sites in an extension round for ``k`` failing ones: the next power of
+    two, rounded up to a multiple of the devices (few distinct programs)."""
+    size = 1 << max(k - 1, 0).bit_length()
+    return -(-max(size, n_dev) // n_dev) * n_dev
+
+
+def _mean_rhat(z: np.ndarray) -> np.ndarray:
+    """Mean rank-normalised R-hat per site of draws of z (site, chain, draw, param), in u."""
+    return rhat_and_ess(1.0 / (1.0 + np.exp(-z)))[0].mean(axis=1)
+
+
+def _extend(target, sampler, data, carry, chain_keys, z, *, start, samples, rounds, threshold, chunk, bar,
+            sharding, n_dev):
+    """The extension rounds of :func:`sample_gradient`; updates ``z`` in place.
+
+    Returns the carry (extended sites advanced) and per-site statistics of
+    the extension: ``thinning``, and the sums ``acceptance``, ``divergences``,
+    ``n_steps`` (site, chain) and the ``lockstep`` gradient count.
+    """
+    n_site, n_chain = z.shape[:2]
+    out = {"thinning": np.ones(n_site, dtype=np.int64), "acceptance": np.zeros((n_site, n_chain)),
+           "divergences": np.zeros((n_site, n_chain), dtype=np.int64),
+           "n_steps": np.zeros((n_site, n_chain), dtype=np.int64), "lockstep": 0}
+    failing = ~(_mean_rhat(z) < threshold)  # NaN R-hat fails too
+    chains = {int(s): z[s] for s in np.flatnonzero(failing)}  # whole chains of the sites being extended
+    n_chunks = -(-samples // chunk)
+    off = tuple(jnp.zeros(chunk, dtype=bool) for _ in range(4))  # no adaptation
+    carry = jax.tree_util.tree_map(np.asarray, carry)
+    it = start
+    for r in range(1, rounds + 1):
+        sites = np.flatnonzero(failing)
+        if sites.size == 0:
+            break
+        idx = np.concatenate([sites, np.full(_subset_size(sites.size, n_dev) - sites.size, sites[-1])])
+        sub_data, sub_carry, sub_keys = jax.tree_util.tree_map(
+            lambda x: jnp.asarray(np.asarray(x)[idx]), (data, carry, chain_keys))
+        if sharding is not None:
+            sub_data, sub_carry, sub_keys = jax.device_put((sub_data, sub_carry, sub_keys), sharding)
+        bar(0, n_chunks * chunk)
+        pos = []
+        k = sites.size
+        for c in range(n_chunks):
+            sub_carry, rec = _gradient_chunk(target, sampler, sub_data, sub_carry, sub_keys,
+                                             jnp.arange(it, it + chunk), off)
+            it += chunk
+            # every iteration run costs gradients; only the first ``samples`` of the round are draws
+            out["n_steps"][sites] += np.asarray(rec.n_steps)[:k].sum(axis=2)
+            out["lockstep"] += int(np.asarray(rec.n_steps).max(axis=(0, 1)).sum())
+            kept = slice(0, min(chunk, samples - c * chunk))
+            pos.append(np.asarray(rec.position)[:k, :, kept])
+            out["acceptance"][sites] += np.asarray(rec.acceptance)[:k, :, kept].sum(axis=2)
+            out["divergences"][sites] += np.asarray(rec.divergent)[:k, :, kept].sum(axis=2)
+            bar(chunk)
+        new = np.concatenate(pos, axis=2)
+        for j, s in enumerate(sites):
+            chains[int(s)] = np.concatenate([chains[int(s)], new[j]], axis=1)
+            z[s] = chains[int(s)][:, :: r + 1]
+            out["thinning"][s] = r + 1
+        # the extended sites' states go back into the batch's carry for the next round
+        carry = jax.tree_util.tree_map(
+            lambda full, part: _set_rows(full, sites, np.asarray(part)[: sites.size]), carry, sub_carry)
+        failing[sites] = ~(_mean_rhat(z[sites]) < threshold)
+    return carry, out
+
+
+def _set_rows(full: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    full = np.array(full, copy=True)
+    full[rows] = values
+    return full
+
+
+def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding,
+                     extend=0):
     z0, start_ok = _start_points(model, likelihood, forcing, obs, keys, N_START_CANDIDATES)
     target = ProfilePosterior(model, likelihood)
     z, stats = sample_gradient(target, sampler, (forcing, obs), z0, keys[:, 1:], warmup=warmup, samples=samples,
-                               chunk=chunk, bar=bar, sharding=sharding)
+                               chunk=chunk, bar=bar, sharding=sharding, extend=extend)
     return _BatchDraws(
         u=np.asarray(jax.nn.sigmoid(z)),
         acceptance=stats["acceptance"],
@@ -325,6 +442,7 @@ def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, 
         start_ok=np.asarray(start_ok).all(axis=1),
         n_evals=stats["n_steps"].sum(axis=1) + z0.shape[1] * N_START_CANDIDATES,
         rescued=stats["rescued"],
+        thinning=stats["thinning"],
     )
 
 
@@ -387,6 +505,7 @@ class _BatchJob:
     chains: int
     warmup: int
     samples: int
+    extend: int
     batch_size: int
     seed: int
     chunk: int
@@ -413,7 +532,8 @@ class _BatchJob:
                                   max_draws=max(self.samples, 4), bar=bar)
         else:
             draws = _sample_gradient(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
-                                     samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding)
+                                     samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding,
+                                     extend=self.extend)
         draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
         labels = None if self.site_id is None else np.asarray(self.site_id)[lo:hi]
         return summarize(self.model, self.forcing[lo:hi], self.obs[lo:hi], draws, site_id=labels,
@@ -462,6 +582,7 @@ def calibrate(
     chains: int = 3,
     warmup: int | None = None,
     samples: int = 500,
+    extend: int | None = None,
     batch_size: int = 128,
     seed: int = 0,
     out=None,
@@ -489,6 +610,12 @@ def calibrate(
     ``"proda"`` and to :class:`LogNormal` (10% multiplicative error, or the
     observations' ``soc_sd``) otherwise.  ``warmup`` (adaptation iterations
     per chain) defaults to the model's entry in :data:`DEFAULT_WARMUP`.
+    ``extend`` (HMC/NUTS) lets a profile whose mean R-hat is still >= 1.05
+    after ``samples`` iterations continue its chains for up to that many more
+    rounds of ``samples`` iterations; its draws are then its whole chains
+    thinned to ``samples`` per chain (the dataset's ``thinning``, see
+    :func:`sample_gradient`).  It defaults to the model's entry in
+    :data:`DEFAULT_EXTEND`; ``extend=0`` turns it off.
 
     ``batch_size`` profiles are sampled together (each with ``chains``
     chains); with ``out`` every finished batch is written to a part file
@@ -510,6 +637,14 @@ def calibrate(
     if warmup is None:
         warmup = DEFAULT_WARMUP.get(type(model).__name__, 400)
     _check_inputs(model, forcing, obs, chains, warmup, samples)
+    proda = isinstance(sampler, ProdaMetropolis)
+    if extend is None:
+        extend = 0 if proda else DEFAULT_EXTEND.get(type(model).__name__, 0)
+    if int(extend) != extend or extend < 0:
+        raise ValueError(f"extend={extend!r} must be a whole number >= 0 (extension rounds; 0 turns them off)")
+    if proda and extend:
+        raise ValueError("extend applies to HMC/NUTS; PRODA's sampler runs its fixed number of steps (use extend=0)")
+    extend = int(extend)
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers={workers!r} must be a whole number >= 1")
     if workers > 1 and out is None:
@@ -525,7 +660,6 @@ def calibrate(
         n_dev = mesh.devices.size
         batch_size = -(-batch_size // n_dev) * n_dev
         sharding = NamedSharding(mesh, PartitionSpec("site"))
-    proda = isinstance(sampler, ProdaMetropolis)
     iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else warmup + samples
     n_batches = -(-n // batch_size)
     name = type(model).__name__
@@ -540,6 +674,7 @@ def calibrate(
         "warmup": 0 if proda else warmup,
         "samples": samples if not proda else sampler.num_adaptive - sampler.num_adaptive // 2,
         "seed": seed,
+        "extend": extend,
     }
     if isinstance(sampler, NUTS):
         run_attrs["max_doublings"] = sampler.max_num_doublings
@@ -550,12 +685,17 @@ def calibrate(
         from tqdm.auto import tqdm
 
         pbar = tqdm(total=bar_total, desc=f"{name} {method_name} ({n} profiles x {chains} chains)", unit="it")
-        bar: Callable[[int], object] = pbar.update
+
+        def bar(k: int, more: int = 0) -> None:
+            if more:  # an extension round adds iterations to its batch
+                pbar.total += more
+                pbar.refresh()
+            pbar.update(k)
     else:
-        pbar, bar = None, (lambda k: None)
+        pbar, bar = None, (lambda k, more=0: None)
 
     job = _BatchJob(model=model, likelihood=likelihood, sampler=sampler, forcing=forcing, obs=obs, chains=chains,
-                    warmup=warmup, samples=samples, batch_size=batch_size, seed=seed, chunk=chunk,
+                    warmup=warmup, samples=samples, extend=extend, batch_size=batch_size, seed=seed, chunk=chunk,
                     keep_draws=keep_draws, predictive_draws=predictive_draws, site_id=site_id, sharding=sharding,
                     attrs=run_attrs)
 
@@ -571,6 +711,8 @@ def calibrate(
 
         settings = dict(chains=chains, warmup=warmup, samples=samples, batch_size=batch_size, seed=seed,
                         keep_draws=keep_draws, predictive_draws=predictive_draws)
+        if extend:  # absent when off, so that runs from before the option still resume
+            settings["extend"] = extend
         fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings)
         parallel = None
         if workers > 1:

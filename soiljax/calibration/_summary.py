@@ -40,7 +40,11 @@ Per site:
     evaluations of HMC/NUTS, warmup and start search included; forward
     evaluations of PRODA's sampler); ``rescued`` (warmup restarts of chains
     that trailed the site's best chain, HMC/NUTS; see
-    :func:`soiljax.calibration.sample_gradient`).
+    :func:`soiljax.calibration.sample_gradient`); ``thinning`` (the draws are
+    every ``thinning``-th sampling iteration of each chain: 1, or, for a profile
+    whose chains were extended because its mean R-hat stayed >= 1.05, the
+    number of ``samples``-long stretches its chains ran; then
+    ``acceptance_rate`` and ``divergences`` cover all of them).
 Optional, with ``keep_draws > 0``: ``draws_u`` (site, chain, draw, param),
 every chain thinned to ``keep_draws`` draws.
 """
@@ -177,7 +181,7 @@ def summarize(
 
     ``draws`` has ``u`` (site, chain, draw, param) and per-chain statistics
     (``acceptance``, ``divergences``, ``step_size``, ``start_ok``,
-    ``n_evals``, ``rescued``) as produced by :func:`soiljax.calibration.calibrate`.
+    ``n_evals``, ``rescued``, optionally ``thinning``) as produced by :func:`soiljax.calibration.calibrate`.
     """
     from .. import io as _io
 
@@ -272,6 +276,9 @@ def summarize(
         "model_evals": ("site", np.asarray(draws.n_evals), {"units": "1", "long_name": "model evaluations spent"}),
         "rescued": ("site", np.asarray(draws.rescued).sum(axis=1), {"units": "1",
                                                                     "long_name": "warmup restarts of trailing chains"}),
+        "thinning": ("site", np.ones(n_site, dtype=np.int64) if getattr(draws, "thinning", None) is None
+                     else np.asarray(draws.thinning, dtype=np.int64),
+                     {"units": "1", "long_name": "draws kept every n-th sampling iteration (> 1: chains extended)"}),
     }
     if keep_draws > 0:
         t = np.linspace(0, n_draw - 1, min(int(keep_draws), n_draw)).round().astype(int)
