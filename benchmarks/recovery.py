@@ -23,7 +23,10 @@ compare with the truth:
   posterior widths (``stock_within_10pct_expected``: the information the
   observations hold about the stock limits this criterion, not the sampler);
 - cost: model (gradient) evaluations per effective sample (smallest bulk ESS
-  over the parameters), and wall time (compile included and excluded).
+  over the parameters), and wall time (compilation included);
+- extension: the share of profiles whose chains were extended because their
+  mean R-hat was still >= 1.05 after sampling (``--extend``, default the
+  model's), and how many of those then passed.
 
 ``--method proda`` runs PRODA's sampler instead (use ``--n-sites`` small: it
 spends 210,000 model evaluations per chain).  Prints a table; ``--json``
@@ -54,6 +57,9 @@ def _args(argv=None):
     p.add_argument("--chains", type=int, default=3)
     p.add_argument("--warmup", type=int, default=None, help="default: the model's (calibration.DEFAULT_WARMUP)")
     p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--extend", type=int, default=None, metavar="N",
+                   help="extension rounds for profiles failing the R-hat rule (default: the model's, "
+                        "calibration.DEFAULT_EXTEND)")
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--max-doublings", type=int, default=None, help="NUTS tree depth cap (default: the model's)")
     p.add_argument("--steps", type=int, default=12, help="HMC leapfrog steps")
@@ -69,6 +75,9 @@ def _args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--out", metavar="POST.nc", help="also write the posterior file")
+    p.add_argument("--resume", action="store_true",
+                   help="with --out: keep the finished batches of an interrupted run with the same settings and "
+                        "compute only the rest (the wall time then covers this invocation only)")
     p.add_argument("--keep-draws", type=int, default=0, metavar="N",
                    help="store N thinned draws per chain in the posterior file (with --out)")
     return p.parse_args(argv)
@@ -76,6 +85,8 @@ def _args(argv=None):
 
 def main(argv=None):
     args = _args(argv)
+    if args.resume and not args.out:
+        raise SystemExit("--resume needs --out POST.nc: the finished batches are kept as part files next to it")
     if args.devices > 1:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={args.devices}").strip()
@@ -107,12 +118,23 @@ def main(argv=None):
           f"{len(jax.devices())} device(s) [{jax.devices()[0].platform}]", file=sys.stderr)
     t0 = time.perf_counter()
     out = args.out
+    resumed = 0
+    if args.resume:
+        from soiljax._parts import parts_dir
+
+        resumed = len(list(parts_dir(out).glob("part_*.nc"))) if parts_dir(out).exists() else 0
+        if os.path.exists(out) and not resumed:
+            resumed = -(-len(keep) // args.batch)  # a finished run: calibrate reads it back
+            print(f"resuming: {out} is a finished run; reading it back", file=sys.stderr)
+        elif resumed:
+            print(f"resuming: {resumed} finished batch(es) in {parts_dir(out)} are kept", file=sys.stderr)
     if args.workers > 1 and out is None:  # the workers hand their batches over as part files
         scratch = tempfile.TemporaryDirectory()
         out = os.path.join(scratch.name, "posterior.nc")
     post = calibrate(model, forcing, obs, method=sampler, chains=args.chains, warmup=args.warmup,
-                     samples=args.samples, batch_size=args.batch, seed=args.seed, out=out, keep_draws=args.keep_draws,
-                     resume=False, progress=True, mesh=mesh, workers=args.workers)
+                     samples=args.samples, extend=None if args.method == "proda" else args.extend,
+                     batch_size=args.batch, seed=args.seed, out=out, keep_draws=args.keep_draws,
+                     resume=args.resume, progress=True, mesh=mesh, workers=args.workers)
     wall = time.perf_counter() - t0
     res = recovery_statistics(post, u_true, stock_true, truth_nse(model, u_true, forcing, obs))
     depth = post.attrs.get("max_doublings")  # numpy integers once read back from a file
@@ -120,7 +142,13 @@ def main(argv=None):
                 "warmup": int(post.attrs["warmup"]), "samples": args.samples, "batch": args.batch,
                 "devices": len(jax.devices()), "workers": args.workers, "platform": jax.devices()[0].platform,
                 "max_doublings": None if depth is None else int(depth), "mass_matrix": args.mass_matrix,
-                "draws_per_chain": int(post.attrs.get("samples", args.samples))})
+                "draws_per_chain": int(post.attrs.get("samples", args.samples)),
+                "extend": int(post.attrs.get("extend", 0)), "batches_resumed": resumed})
+    if "thinning" in post:
+        thinning = post["thinning"].values
+        res["extended_profiles"] = float(np.mean(thinning > 1))
+        res["extended_profiles_rhat_mean_lt_1.05"] = (
+            float(np.mean(post["rhat_mean"].values[thinning > 1] < 1.05)) if (thinning > 1).any() else float("nan"))
     targets = {
         "rhat_mean_lt_1.05": ">= 0.95", "rhat_max_lt_1.05": "(>= 0.95)",
         "rhat_gr_mean_lt_1.05": "(PRODA's R-hat)", "nse_gt_0.9": ">= 0.95",
