@@ -537,6 +537,11 @@ def test_extension_continues_only_the_failing_sites_and_thins_their_chains():
                                             extend=1, rhat_threshold=0.0, **kw)
     np.testing.assert_array_equal(stats_all["thinning"], [2, 2])
     np.testing.assert_allclose(z_all, longer[:, :, : 2 * samples : 2], rtol=0, atol=1e-8)
+    # sites outside ``extendable`` (a batch's padding) are never extended
+    z_pad, stats_pad = _run.sample_gradient(TrapTarget(), cal.NUTS(), data, jnp.asarray(z0), keys, samples=samples,
+                                            extend=1, rhat_threshold=0.0, extendable=np.array([False, True]), **kw)
+    np.testing.assert_array_equal(stats_pad["thinning"], [1, 2])
+    np.testing.assert_array_equal(z_pad[0], plain[0])
 
 
 def test_extension_subset_sizes():

@@ -45,13 +45,14 @@ DEFAULT_EXTEND = {"CLM5": 0, "COMPAS": 3}
 """Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS).
 
 After sampling, a profile whose mean R-hat is not below 1.05 continues its
-chains for another ``samples`` iterations, up to this many times, and keeps
-every ``thin``-th draw (see :func:`sample_gradient`).  Measured with
-``benchmarks/recovery.py`` (benchmarks/README.md): COMPAS profiles that fail
-the R-hat rule after 500 draws mostly mix slowly rather than sit in separate
-modes, and longer chains pass; CLM5 meets the rule for 97-98% of profiles
-without it, and a second compiled program per worker would cost more than it
-saves.
+chains for another ``samples`` iterations, up to this many times, and its
+draws are thinned back to ``samples`` per chain (see :func:`sample_gradient`).
+Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): COMPAS
+profiles that fail the R-hat rule after 500 draws mostly mix slowly rather
+than sit in separate modes, and longer chains pass (the rule went from 90% to
+97% of 60 profiles, for 41% more wall time); CLM5 meets the rule for 97-98%
+of profiles without it, and another compiled program per worker would add to
+its time.
 """
 RESCUE_GAP = 10.0
 """Log-density units by which a chain may trail its site's best chain at a rescue point."""
@@ -253,7 +254,7 @@ def _rescue(carry, mean_logdensity: np.ndarray, gap: float, sharding=None):
 def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, samples: int,
                     chunk: int = DEFAULT_CHUNK, bar: Callable[..., object] | None = None, sharding=None,
                     rescue: tuple[int, ...] | None = None, rescue_gap: float = RESCUE_GAP,
-                    extend: int = 0, rhat_threshold: float = RHAT_THRESHOLD):
+                    extend: int = 0, rhat_threshold: float = RHAT_THRESHOLD, extendable=None):
     """Warm up and sample HMC/NUTS chains for a batch of targets, in lock-step.
 
     ``target(data_i)`` returns the log density (a function of z) of site
@@ -291,6 +292,8 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
     devices, so that few programs are compiled).  ``acceptance`` and
     ``divergences`` then cover all of a site's sampling iterations, and
     ``n_steps`` and ``lockstep_steps`` include the extension.
+    ``extendable`` (site,) bool limits the extension to some sites (a
+    batch's padding copies need none).
 
     ``bar(k)`` is called after every chunk with the iterations done; an
     extension round first calls ``bar(0, more)`` with the ``more``
@@ -342,9 +345,10 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
     if extend > 0 and samples > 0:
         start = -(-total // chunk) * chunk  # the last chunk may have run past ``total``
         n_dev = 1 if sharding is None else sharding.mesh.devices.size
+        allowed = np.ones(n_site, bool) if extendable is None else np.asarray(extendable, bool)
         carry, ext = _extend(target, sampler, data, carry, chain_keys, z, start=start, samples=samples,
                              rounds=extend, threshold=rhat_threshold, chunk=chunk, bar=bar, sharding=sharding,
-                             n_dev=n_dev)
+                             n_dev=n_dev, allowed=allowed)
         thin = ext["thinning"]
         acc += ext["acceptance"]
         div += ext["divergences"]
@@ -369,7 +373,7 @@ def _mean_rhat(z: np.ndarray) -> np.ndarray:
 
 
 def _extend(target, sampler, data, carry, chain_keys, z, *, start, samples, rounds, threshold, chunk, bar,
-            sharding, n_dev):
+            sharding, n_dev, allowed):
     """The extension rounds of :func:`sample_gradient`; updates ``z`` in place.
 
     Returns the carry (extended sites advanced) and per-site statistics of
@@ -380,7 +384,7 @@ def _extend(target, sampler, data, carry, chain_keys, z, *, start, samples, roun
     out = {"thinning": np.ones(n_site, dtype=np.int64), "acceptance": np.zeros((n_site, n_chain)),
            "divergences": np.zeros((n_site, n_chain), dtype=np.int64),
            "n_steps": np.zeros((n_site, n_chain), dtype=np.int64), "lockstep": 0}
-    failing = ~(_mean_rhat(z) < threshold)  # NaN R-hat fails too
+    failing = ~(_mean_rhat(z) < threshold) & allowed  # NaN R-hat fails too
     chains = {int(s): z[s] for s in np.flatnonzero(failing)}  # whole chains of the sites being extended
     n_chunks = -(-samples // chunk)
     off = tuple(jnp.zeros(chunk, dtype=bool) for _ in range(4))  # no adaptation
@@ -429,11 +433,11 @@ def _set_rows(full: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndar
 
 
 def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding,
-                     extend=0):
+                     extend=0, extendable=None):
     z0, start_ok = _start_points(model, likelihood, forcing, obs, keys, N_START_CANDIDATES)
     target = ProfilePosterior(model, likelihood)
     z, stats = sample_gradient(target, sampler, (forcing, obs), z0, keys[:, 1:], warmup=warmup, samples=samples,
-                               chunk=chunk, bar=bar, sharding=sharding, extend=extend)
+                               chunk=chunk, bar=bar, sharding=sharding, extend=extend, extendable=extendable)
     return _BatchDraws(
         u=np.asarray(jax.nn.sigmoid(z)),
         acceptance=stats["acceptance"],
@@ -533,7 +537,7 @@ class _BatchJob:
         else:
             draws = _sample_gradient(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
                                      samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding,
-                                     extend=self.extend)
+                                     extend=self.extend, extendable=np.arange(len(idx)) < m)
         draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
         labels = None if self.site_id is None else np.asarray(self.site_id)[lo:hi]
         return summarize(self.model, self.forcing[lo:hi], self.obs[lo:hi], draws, site_id=labels,
