@@ -532,7 +532,7 @@ def test_extension_continues_only_the_failing_sites_and_thins_their_chains():
     np.testing.assert_allclose(z[0], longer[0, :, :: rounds + 1], rtol=0, atol=1e-8)
     np.testing.assert_allclose(z[0, :, :1], plain[0, :, :1], rtol=0, atol=1e-8)  # same start of the chains
     assert cal.rhat_and_ess(z[:1])[0].mean() > 1.05  # the trapped chain is still reported, not hidden
-    # a threshold every site fails extends both, each in one program
+    # a threshold that every site fails extends both sites, together in one extension round
     z_all, stats_all = _run.sample_gradient(TrapTarget(), cal.NUTS(), data, jnp.asarray(z0), keys, samples=samples,
                                             extend=1, rhat_threshold=0.0, **kw)
     np.testing.assert_array_equal(stats_all["thinning"], [2, 2])
