@@ -110,7 +110,7 @@ def run_parallel(
     every worker and raises :class:`WorkerError` with the worker's traceback;
     part files written before that stay, so a rerun resumes.
     """
-    bar = bar or (lambda k: None)
+    bar = bar or (lambda k, more=0: None)
     ctx = mp.get_context("spawn")
     task_queue, messages = ctx.Queue(), ctx.Queue()
     for task in tasks:

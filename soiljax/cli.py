@@ -261,8 +261,8 @@ def _run_calibrate(args) -> int:
     try:
         ds = cal.calibrate(
             model, forcing, obs, method=sampler, likelihood=likelihood, chains=args.chains, warmup=args.warmup,
-            samples=args.samples, extend=0 if args.method == "proda" else args.extend, batch_size=args.batch,
-            seed=args.seed, out=args.out, resume=not args.restart,
+            samples=args.samples, extend=args.extend, batch_size=args.batch, seed=args.seed, out=args.out,
+            resume=not args.restart,
             progress=progress, keep_draws=args.keep_draws, site_id=labels_f, workers=args.workers,
             attrs={"forcing_file": str(args.forcing), "obs_file": str(args.obs)},
         )

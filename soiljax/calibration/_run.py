@@ -369,7 +369,7 @@ def _subset_size(k: int, n_dev: int) -> int:
 
 def _mean_rhat(z: np.ndarray) -> np.ndarray:
     """Mean rank-normalised R-hat per site of draws of z (site, chain, draw, param), in u."""
-    return rhat_and_ess(1.0 / (1.0 + np.exp(-z)))[0].mean(axis=1)
+    return rhat_and_ess(np.asarray(jax.nn.sigmoid(z)))[0].mean(axis=1)
 
 
 def _extend(target, sampler, data, carry, chain_keys, z, *, start, samples, rounds, threshold, chunk, bar,
