@@ -29,6 +29,8 @@ class WorkerError(RuntimeError):
 
 
 POLL_SECONDS = 1.0
+ORPHAN_EXIT = 3
+"""Exit status of a worker that quit because its parent process had died."""
 
 
 def core_groups(workers: int) -> list[list[int] | None]:
@@ -50,13 +52,22 @@ def _worker(job, write, tasks, messages, jax_settings) -> None:
 
     for name, value in jax_settings.items():
         jax.config.update(name, value)
+    parent = os.getppid()
+
+    def report(k, more=0):
+        # the parent was killed (SIGTERM, SIGKILL: no chance to stop us): quit
+        # instead of computing on for nobody; finished part files stay
+        if os.getppid() != parent:
+            os._exit(ORPHAN_EXIT)
+        messages.put(("progress", k, more))
+
     while True:
         task = tasks.get()
         if task is None:
             break
         index, lo, hi, path = task
         try:
-            write(job(lo, hi, lambda k, more=0: messages.put(("progress", k, more))), Path(path))
+            write(job(lo, hi, report), Path(path))
         except BaseException:  # noqa: BLE001 - reported to the parent, which raises
             messages.put(("error", index, traceback.format_exc()))
             return
@@ -108,7 +119,9 @@ def run_parallel(
     argument, ``bar(k)`` or, where a batch adds ``more`` iterations to its
     total, ``bar(k, more)``; the calls reach ``bar`` in this process.  A failing batch stops
     every worker and raises :class:`WorkerError` with the worker's traceback;
-    part files written before that stay, so a rerun resumes.
+    part files written before that stay, so a rerun resumes.  Workers
+    whose parent dies without stopping them (killed by a signal) quit at
+    their next progress report.
     """
     bar = bar or (lambda k, more=0: None)
     ctx = mp.get_context("spawn")

@@ -7,6 +7,11 @@ calibrations, and the NumPyro comparison, are marked ``slow``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -687,6 +692,64 @@ def test_worker_errors_are_reported(clm5_data, tmp_path):
     tasks = [(0, 0, 1, tmp_path / "p0.nc"), (1, 1, 2, tmp_path / "p1.nc")]
     with pytest.raises(_workers.WorkerError, match="ZeroDivisionError"):
         _workers.run_parallel(_failing_job, _write_text, tasks, 2)
+
+
+_ORPHAN_JOBS = """
+import os, time
+
+def slow_job(lo, hi, bar):
+    with open(os.path.join(os.environ["ORPHAN_DIR"], "worker.pid"), "w") as fh:
+        fh.write(str(os.getpid()))
+    for _ in range(2400):  # two minutes, reporting progress as a sampler does
+        bar(1)
+        time.sleep(0.05)
+    return 0
+
+def write(value, path):
+    path.write_text(str(value))
+"""
+
+_ORPHAN_PARENT = """
+import pathlib, sys
+from soiljax import _workers
+import orphan_jobs
+_workers.run_parallel(orphan_jobs.slow_job, orphan_jobs.write, [(0, 0, 1, pathlib.Path(sys.argv[1]))], 1)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_workers_quit_when_their_parent_is_killed(tmp_path):
+    """A parent killed by a signal cannot stop its workers: they must notice and quit."""
+    (tmp_path / "orphan_jobs.py").write_text(_ORPHAN_JOBS)
+    env = dict(os.environ, ORPHAN_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_PARENT, str(tmp_path / "part.txt")], env=env)
+    pid_file = tmp_path / "worker.pid"
+    deadline = time.monotonic() + 120
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pid_file.exists(), "the worker never started"
+    worker = int(pid_file.read_text())
+    assert _running(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    orphaned = _running(worker)
+    if orphaned:  # leave nothing behind
+        os.kill(worker, 9)
+    assert not orphaned, "the worker kept running after its parent was killed"
+    assert not (tmp_path / "part.txt").exists()
 
 
 def _failing_job(lo, hi, bar):
