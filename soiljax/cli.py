@@ -194,8 +194,9 @@ def _add_calibrate(sub) -> None:
                         "rounds of --samples iterations, its draws thinned back to --samples (default: 0 for CLM5, "
                         "3 for COMPAS; 0 turns it off)")
     p.add_argument("--batch", type=int, default=128,
-                   help="profiles sampled together and saved per part file (default 128; on a CPU, 32 ran CLM5's "
-                        "NUTS fastest per core, see benchmarks/README.md)")
+                   help="profiles sampled together, at most, and saved per part file; the profiles are spread evenly "
+                        "over ceil(profiles / N) batches (default 128; on a CPU, 32 ran CLM5's NUTS fastest per "
+                        "core, see benchmarks/README.md)")
     p.add_argument("--workers", type=int, default=1,
                    help="batches computed at a time, each by its own process pinned to its share of the CPU cores "
                         "(default 1; on a CPU machine give one per core)")

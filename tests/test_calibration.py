@@ -555,6 +555,29 @@ def test_extension_subset_sizes():
     assert _run._subset_size(5, 3) == 9
 
 
+def test_hmc_step_size_jitter_is_checked():
+    assert cal.HMC().step_size_jitter == 0.5 and cal.HMC(step_size_jitter=0.0).step_size_jitter == 0.0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="step_size_jitter"):
+            cal.HMC(step_size_jitter=bad)
+
+
+def test_batches_are_evened_out():
+    even = _run.even_batch_size
+    # the number of batches is kept; the sites are spread over them evenly
+    assert even(481, 32) == 31 and -(-481 // 31) == 16  # not 15 of 32 and one site padded to 32
+    assert even(481, 27) == 27
+    assert even(1000, 250) == 250 and even(300, 250) == 150 and even(5, 2) == 2 and even(5, 4) == 3
+    assert even(3, 10) == 3 and even(7, 1) == 1
+    # a multiple of the devices, never fewer sites per batch than asked for fit
+    assert even(481, 32, 2) == 32 and even(300, 250, 4) == 152
+    for n in range(1, 60):
+        for b in range(1, 70):
+            size = even(n, b)
+            assert size <= max(1, min(b, n)) and -(-n // size) == -(-n // min(b, n))
+            assert -(-n // size) * size - n < -(-n // size)  # fewer padding copies than batches
+
+
 @pytest.mark.parametrize("sampler", [cal.HMC(), cal.NUTS()], ids=["HMC", "NUTS"])
 def test_sampler_recovers_gaussian(sampler):
     cov, means = _gaussian_problem()

@@ -491,6 +491,21 @@ def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_
     )
 
 
+def even_batch_size(n: int, batch_size: int, n_devices: int = 1) -> int:
+    """The batch size actually used for ``n`` sites asked to run ``batch_size`` at a time.
+
+    Every batch is padded to the same size (one compiled program), so the
+    number of batches, ``ceil(n / batch_size)``, is kept and the sites are
+    spread evenly over them: 481 sites in batches of 32 run as 16 batches of
+    31 (15 padding copies) rather than 15 of 32 and one of 1 padded to 32.
+    The size is rounded up to a multiple of ``n_devices``.
+    """
+    batch_size = max(1, min(int(batch_size), n))
+    n_batches = -(-n // batch_size)
+    size = -(-n // n_batches)
+    return -(-size // n_devices) * n_devices
+
+
 @dataclasses.dataclass
 class _BatchJob:
     """Samples and summarises the sites ``lo:hi`` of a run: ``job(lo, hi, bar)``.
@@ -621,8 +636,9 @@ def calibrate(
     :func:`sample_gradient`).  It defaults to the model's entry in
     :data:`DEFAULT_EXTEND`; ``extend=0`` turns it off.
 
-    ``batch_size`` profiles are sampled together (each with ``chains``
-    chains); with ``out`` every finished batch is written to a part file
+    ``batch_size`` profiles at most are sampled together (each with ``chains``
+    chains; the sites are spread evenly over ``ceil(n / batch_size)``
+    batches, see :func:`even_batch_size`); with ``out`` every finished batch is written to a part file
     next to ``out`` and a rerun with the same inputs resumes.  ``mesh``
     (:func:`soiljax.site_mesh`) spreads each batch's profiles over devices
     (HMC/NUTS).  ``workers`` > 1 computes that many batches at a time in
@@ -656,14 +672,14 @@ def calibrate(
     if workers > 1 and mesh is not None:
         raise ValueError("pass either workers > 1 (processes) or mesh (devices in this process), not both")
     n = forcing.batch_shape[0]
-    batch_size = max(1, min(int(batch_size), n))
+    n_dev = 1
     sharding = None
     if mesh is not None:
         from jax.sharding import NamedSharding, PartitionSpec
 
         n_dev = mesh.devices.size
-        batch_size = -(-batch_size // n_dev) * n_dev
         sharding = NamedSharding(mesh, PartitionSpec("site"))
+    batch_size = even_batch_size(n, batch_size, n_dev)
     iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else warmup + samples
     n_batches = -(-n // batch_size)
     name = type(model).__name__

@@ -168,17 +168,31 @@ class HMC(_Gradient):
     """Hamiltonian Monte Carlo with a fixed number of leapfrog steps (BlackJAX ``hmc``).
 
     Step size and diagonal mass matrix are adapted per chain during warmup.
-    The path length is ``num_integration_steps`` times the adapted step size;
-    every chain costs the same per iteration, the best case for lock-step
-    vmapping.
+    The path length is ``num_integration_steps`` times the step size; every
+    chain costs the same per iteration, the best case for lock-step vmapping.
+
+    Each iteration draws its step size uniformly from ``step_size * (1 +- step_size_jitter)``
+    around the adapted one.  With a fixed path length, HMC can nearly return
+    to where it started along the directions whose scale makes the path
+    close to a whole orbit, and mix very slowly there (on a correlated
+    5-dimensional Gaussian, 12 steps without jitter gave R-hats up to 1.26
+    and 4x smaller ESS; the jitter removes that).
     """
 
     num_integration_steps: int = 12
     target_acceptance: float = 0.8
     initial_step_size: float = 0.1
     dense_mass: bool = False
+    step_size_jitter: float = 0.5
+
+    def __check_init__(self):
+        if not 0.0 <= self.step_size_jitter < 1.0:
+            raise ValueError(f"step_size_jitter={self.step_size_jitter!r} must be in [0, 1)")
 
     def _kernel_step(self, key, state, logdensity, step_size, inverse_mass):
+        key_jitter, key = jax.random.split(key)
+        j = self.step_size_jitter
+        step_size = step_size * jax.random.uniform(key_jitter, (), dtype=step_size.dtype, minval=1 - j, maxval=1 + j)
         kernel = _bj_hmc.build_kernel()
         new, info = kernel(key, state, logdensity, step_size, inverse_mass, self.num_integration_steps)
         return new, info.acceptance_rate, info.is_divergent, jnp.asarray(self.num_integration_steps)
