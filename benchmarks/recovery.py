@@ -30,7 +30,8 @@ compare with the truth:
 
 ``--method proda`` runs PRODA's sampler instead (use ``--n-sites`` small: it
 spends 210,000 model evaluations per chain).  Prints a table; ``--json``
-writes the figures; ``--out`` keeps the posterior file.
+writes the figures; ``--out`` keeps the posterior file, and the synthetic
+profiles in ``POST.nc.inputs/``.
 
     python benchmarks/recovery.py --model clm5 --n-sites 1000
     python benchmarks/recovery.py --model compas --n-sites 500
@@ -77,10 +78,57 @@ def _args(argv=None):
     p.add_argument("--out", metavar="POST.nc", help="also write the posterior file")
     p.add_argument("--resume", action="store_true",
                    help="with --out: keep the finished batches of an interrupted run with the same settings and "
-                        "compute only the rest (the wall time then covers this invocation only)")
+                        "compute only the rest, on the profiles saved in POST.nc.inputs/ (the wall time then covers "
+                        "this invocation only)")
     p.add_argument("--keep-draws", type=int, default=0, metavar="N",
                    help="store N thinned draws per chain in the posterior file (with --out)")
     return p.parse_args(argv)
+
+
+def _inputs(args, model):
+    """The synthetic profiles: (forcing, obs, u_true, number of profiles).
+
+    With ``--out POST.nc`` they are also saved in ``POST.nc.inputs/`` (forcing,
+    observations, true parameters) and read back from there, and ``--resume``
+    reads them from there instead of drawing them again: the model solves
+    behind the observations may differ in their last bits on another CPU,
+    which would make the finished batches' fingerprint no longer match.
+    """
+    from pathlib import Path
+
+    import soiljax
+    from soiljax.calibration._recovery import valid_truths
+    from soiljax.io import read_forcing, read_observations, read_params, write_forcing, write_observations, write_params
+    from soiljax.synthetic import synthetic_observations
+
+    recipe = {"model": args.model, "n_sites": args.n_sites, "seed": args.seed, "noise": args.noise}
+    folder = Path(args.out + ".inputs") if args.out else None
+    if not (args.resume and folder is not None and (folder / "u_true.nc").exists()):
+        rng = np.random.default_rng(args.seed)
+        forcing, _ = soiljax.synthetic_sites(args.n_sites, seed=args.seed)
+        u_true, valid = valid_truths(model, forcing, rng)
+        keep = np.flatnonzero(valid)
+        forcing, u_true = forcing[keep], u_true[keep]
+        obs, _ = synthetic_observations(model, u_true, forcing, noise=args.noise, seed=args.seed)
+        if folder is None:
+            return forcing, obs, u_true, len(keep)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_forcing(forcing, folder / "forcing.nc")
+        write_observations(obs, folder / "obs.nc")
+        write_params(u_true, model, folder / "u_true.nc", attrs=recipe)
+    else:
+        print(f"resuming: reading the profiles saved in {folder}", file=sys.stderr)
+    import xarray as xr
+
+    with xr.open_dataset(folder / "u_true.nc") as ds:
+        saved = {k: ds.attrs.get(k) for k in recipe}
+    if {k: str(v) for k, v in saved.items()} != {k: str(v) for k, v in recipe.items()}:
+        raise SystemExit(f"{folder} holds the profiles of {saved}, not of {recipe}: use another --out, or drop "
+                         "--resume to draw the profiles anew")
+    forcing, _ = read_forcing(folder / "forcing.nc")
+    obs, _ = read_observations(folder / "obs.nc", check_units=False)  # synthetic COMPAS profiles exceed peat
+    u_true = read_params(folder / "u_true.nc", model)
+    return forcing, obs, u_true, len(u_true)
 
 
 def main(argv=None):
@@ -94,16 +142,10 @@ def main(argv=None):
 
     import soiljax
     from soiljax.calibration import HMC, NUTS, ProdaMetropolis, calibrate
-    from soiljax.calibration._recovery import recovery_statistics, truth_nse, valid_truths
-    from soiljax.synthetic import synthetic_observations
+    from soiljax.calibration._recovery import recovery_statistics, truth_nse
 
     model = {"clm5": soiljax.CLM5, "compas": soiljax.COMPAS}[args.model]()
-    rng = np.random.default_rng(args.seed)
-    forcing, _ = soiljax.synthetic_sites(args.n_sites, seed=args.seed)
-    u_true, valid = valid_truths(model, forcing, rng)
-    keep = np.flatnonzero(valid)
-    forcing, u_true = forcing[keep], u_true[keep]
-    obs, truth = synthetic_observations(model, u_true, forcing, noise=args.noise, seed=args.seed)
+    forcing, obs, u_true, n_valid = _inputs(args, model)
     steady = soiljax.batched_steady_state(model, u_true, forcing)
     stock_true = np.asarray(soiljax.soc_stock(steady.soc, 1.0))
     dense = args.mass_matrix == "dense"
@@ -113,7 +155,7 @@ def main(argv=None):
         "proda": ProdaMetropolis(num_random_walk=args.proda_steps[0], num_adaptive=args.proda_steps[1]),
     }[args.method]
     mesh = soiljax.site_mesh() if len(jax.devices()) > 1 else None
-    print(f"{args.model}: {len(keep)} profiles with valid truths (of {args.n_sites}); {args.method}, "
+    print(f"{args.model}: {n_valid} profiles with valid truths (of {args.n_sites}); {args.method}, "
           f"{args.chains} chains, warmup {args.warmup or 'default'}, samples {args.samples}, batch {args.batch}, "
           f"{len(jax.devices())} device(s) [{jax.devices()[0].platform}]", file=sys.stderr)
     t0 = time.perf_counter()
@@ -124,7 +166,7 @@ def main(argv=None):
 
         resumed = len(list(parts_dir(out).glob("part_*.nc"))) if parts_dir(out).exists() else 0
         if os.path.exists(out) and not resumed:
-            resumed = -(-len(keep) // args.batch)  # a finished run: calibrate reads it back
+            resumed = -(-n_valid // args.batch)  # a finished run: calibrate reads it back
             print(f"resuming: {out} is a finished run; reading it back", file=sys.stderr)
         elif resumed:
             print(f"resuming: {resumed} finished batch(es) in {parts_dir(out)} are kept", file=sys.stderr)
