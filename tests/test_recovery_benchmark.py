@@ -1,21 +1,15 @@
 """Smoke test of benchmarks/recovery.py: its saved profiles and --resume."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("recovery_benchmark", REPO / "benchmarks" / "recovery.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("recovery")
 
 
 @pytest.mark.slow  # two calibrations of 3 CLM5 profiles, compile included: about a minute
