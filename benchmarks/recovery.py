@@ -103,7 +103,16 @@ def _inputs(args, model):
 
     recipe = {"model": args.model, "n_sites": args.n_sites, "seed": args.seed, "noise": args.noise}
     folder = Path(args.out + ".inputs") if args.out else None
-    if not (args.resume and folder is not None and (folder / "u_true.nc").exists()):
+    if args.resume and folder is not None and (folder / "u_true.nc").exists():
+        import xarray as xr
+
+        with xr.open_dataset(folder / "u_true.nc") as ds:
+            saved = {k: ds.attrs.get(k) for k in recipe}
+        if {k: str(v) for k, v in saved.items()} != {k: str(v) for k, v in recipe.items()}:
+            raise SystemExit(f"{folder} holds the profiles of {saved}, not of {recipe}: use another --out, or drop "
+                             "--resume to draw the profiles anew")
+        print(f"resuming: reading the profiles saved in {folder}", file=sys.stderr)
+    else:
         rng = np.random.default_rng(args.seed)
         forcing, _ = soiljax.synthetic_sites(args.n_sites, seed=args.seed)
         u_true, valid = valid_truths(model, forcing, rng)
@@ -116,15 +125,7 @@ def _inputs(args, model):
         write_forcing(forcing, folder / "forcing.nc")
         write_observations(obs, folder / "obs.nc")
         write_params(u_true, model, folder / "u_true.nc", attrs=recipe)
-    else:
-        print(f"resuming: reading the profiles saved in {folder}", file=sys.stderr)
-    import xarray as xr
-
-    with xr.open_dataset(folder / "u_true.nc") as ds:
-        saved = {k: ds.attrs.get(k) for k in recipe}
-    if {k: str(v) for k, v in saved.items()} != {k: str(v) for k, v in recipe.items()}:
-        raise SystemExit(f"{folder} holds the profiles of {saved}, not of {recipe}: use another --out, or drop "
-                         "--resume to draw the profiles anew")
+    # read back even what was just written, so that a resumed run sees the very same arrays
     forcing, _ = read_forcing(folder / "forcing.nc")
     obs, _ = read_observations(folder / "obs.nc", check_units=False)  # synthetic COMPAS profiles exceed peat
     u_true = read_params(folder / "u_true.nc", model)

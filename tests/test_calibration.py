@@ -565,7 +565,7 @@ def test_hmc_step_size_jitter_is_checked():
 def test_batches_are_evened_out():
     even = _run.even_batch_size
     # the number of batches is kept; the sites are spread over them evenly
-    assert even(481, 32) == 31 and -(-481 // 31) == 16  # not 15 of 32 and one site padded to 32
+    assert even(481, 32) == 31 and -(-481 // even(481, 32)) == 16  # not 15 of 32 and one site padded to 32
     assert even(481, 27) == 27
     assert even(1000, 250) == 250 and even(300, 250) == 150 and even(5, 2) == 2 and even(5, 4) == 3
     assert even(3, 10) == 3 and even(7, 1) == 1
