@@ -76,6 +76,7 @@ def run_in_parts(
     finalize: Callable[[xr.Dataset], xr.Dataset] | None = None,
     manifest: Mapping | None = None,
     parallel: Callable[[list[tuple[int, int, int, Path]]], None] | None = None,
+    kept: Callable[[int], None] | None = None,
 ) -> xr.Dataset:
     """Compute ``compute(lo, hi)`` for every batch of sites, part file by part file.
 
@@ -87,7 +88,9 @@ def run_in_parts(
     post-processes the merged dataset before it is written to ``path``.
     ``parallel``, if given, computes and writes the missing parts itself: it
     receives ``(index, lo, hi, part_path)`` for each of them (worker
-    processes, :func:`soiljax._workers.run_parallel`).
+    processes, :func:`soiljax._workers.run_parallel`).  ``kept``, if given, is
+    told how many finished parts of an earlier run are kept, before any
+    batch is computed (a progress bar can leave them out of its total).
     """
     batch_size = max(1, min(int(batch_size), n))
     n_batches = -(-n // batch_size)
@@ -119,6 +122,8 @@ def run_in_parts(
         return parts / f"part_{i:06d}.nc"
 
     todo = [i for i in range(n_batches) if not _readable(part_file(i), required)]
+    if kept is not None:
+        kept(n_batches - len(todo))
     if parallel is not None and todo:
         parallel([(i, i * batch_size, min((i + 1) * batch_size, n), part_file(i)) for i in todo])
         todo = [i for i in todo if not _readable(part_file(i), required)]

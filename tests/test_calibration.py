@@ -657,7 +657,7 @@ def _interrupted_run(monkeypatch, path, *args, fail_at=2, **kw):
 
 
 @pytest.mark.slow  # a few compiled calibrations: ~1-2 minutes
-def test_resume_after_interruption(clm5_data, tmp_path, monkeypatch):
+def test_resume_after_interruption(clm5_data, tmp_path, monkeypatch, capsys):
     model, forcing, obs, _ = clm5_data
     args = (model, forcing[:3], obs[:3])
     kw = dict(method="hmc", warmup=20, samples=10, chains=2, progress=False, predictive_draws=5, batch_size=1)
@@ -666,8 +666,10 @@ def test_resume_after_interruption(clm5_data, tmp_path, monkeypatch):
     parts = parts_dir(path)
     assert sorted(p.name for p in parts.glob("part_*.nc")) == ["part_000000.nc"]
     assert not path.exists()
-    resumed = cal.calibrate(*args, out=path, **kw)
+    resumed = cal.calibrate(*args, out=path, **(kw | dict(progress=True)))
     assert path.exists() and not parts.exists()
+    bar = capsys.readouterr().err  # the bar counts only the two batches left: 2 x (20 + 10) iterations
+    assert "60/60" in bar and "resumed: 1 of 3 batches already done" in bar
     straight = cal.calibrate(*args, out=tmp_path / "straight.nc", **kw)
     from_file = cal.read_posterior(path)
     for name in ("u_mean", "rhat", "nse", "ess", "soc_fit"):

@@ -53,6 +53,9 @@ def test_interrupted_run_resumes_and_refuses_other_inputs(tmp_path):
     assert parts_dir(out).exists() and not out.exists()
     with pytest.raises(PartsMismatchError, match="other inputs"):
         run_in_parts(out, n=7, batch_size=3, fingerprint="zzz", compute=compute, write=_write, required="x")
-    done = run_in_parts(out, n=7, batch_size=3, fingerprint="abc", compute=compute, write=_write, required="x")
+    kept = []
+    done = run_in_parts(out, n=7, batch_size=3, fingerprint="abc", compute=compute, write=_write, required="x",
+                        kept=kept.append)
     assert calls == [(0, 3), (3, 6), (6, 7)]  # the first batch was not computed twice
+    assert kept == [1]  # told before computing, so a progress bar can leave it out
     np.testing.assert_array_equal(done["x"].values, np.arange(7.0) ** 2)

@@ -711,8 +711,13 @@ def calibrate(
                 pbar.total += more
                 pbar.refresh()
             pbar.update(k)
+
+        def kept(k: int) -> None:  # batches finished by an earlier run: not part of this run's work
+            if k:
+                pbar.total -= k * iters_per_batch
+                pbar.set_postfix_str(f"resumed: {k} of {n_batches} batches already done", refresh=True)
     else:
-        pbar, bar = None, (lambda k, more=0: None)
+        pbar, bar, kept = None, (lambda k, more=0: None), None
 
     job = _BatchJob(model=model, likelihood=likelihood, sampler=sampler, forcing=forcing, obs=obs, chains=chains,
                     warmup=warmup, samples=samples, extend=extend, batch_size=batch_size, seed=seed, chunk=chunk,
@@ -743,7 +748,7 @@ def calibrate(
 
         return run_in_parts(out, n=n, batch_size=batch_size, fingerprint=fp, compute=lambda lo, hi: job(lo, hi, bar),
                             write=write_posterior, required="u_mean", resume=resume, progress=False,
-                            manifest={"model": name}, parallel=parallel)
+                            manifest={"model": name}, parallel=parallel, kept=kept)
     finally:
         if pbar is not None:
             pbar.close()
