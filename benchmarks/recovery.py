@@ -196,7 +196,8 @@ def main(argv=None):
         "rhat_mean_lt_1.05": ">= 0.95", "rhat_max_lt_1.05": "(>= 0.95)",
         "rhat_gr_mean_lt_1.05": "(PRODA's R-hat)", "nse_gt_0.9": ">= 0.95",
         "nse_truth_gt_0.9": "(ceiling)",
-        "coverage90_identifiable": "0.80-0.98", "stock_within_10pct": ">= 0.90",
+        "coverage90_identifiable": "(all profiles)", "coverage90_identifiable_accepted": "0.80-0.98",
+        "stock_within_10pct": ">= 0.90",
         "stock_within_10pct_expected": "(limit)", "nse_gt_0.9_where_truth_gt_0.9": "(reachable)",
     }
     print(f"\n{'quantity':32s} {'value':>12s}  target")

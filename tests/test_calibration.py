@@ -941,6 +941,10 @@ def test_recovery_statistics_and_stock_information_limit():
     assert stats["rhat_gr_mean_lt_1.05"] == pytest.approx(1.0)
     assert stats["identifiable_fraction"] == pytest.approx(0.5)
     assert stats["coverage90_identifiable"] == pytest.approx(2 / 3)
+    assert stats["identifiable_pairs"] == 3
+    # site 1 fails PRODA's filter: its narrow, missed interval does not count among the accepted
+    assert stats["coverage90_identifiable_accepted"] == 1.0
+    assert stats["identifiable_pairs_accepted"] == 2
     assert stats["stock_within_10pct"] == pytest.approx(2 / 3)
     assert stats["stock_within_10pct_expected"] == pytest.approx(p.mean())
     assert stats["nse_truth_gt_0.9"] == pytest.approx(1 / 3)

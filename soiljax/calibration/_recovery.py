@@ -43,9 +43,16 @@ def recovery_statistics(post, u_true, stock_true, nse_truth=None) -> dict:
     ``u_true`` (site, param); ``stock_true`` (site,) true SOC stock to 1 m
     (kgC m-2); ``nse_truth`` (site,) optional NSE of the *true* profile
     against the noisy observations: the ceiling any fit can reach.
+
+    ``coverage90_identifiable`` counts the identifiable pairs of all
+    profiles; ``coverage90_identifiable_accepted`` only those of profiles that
+    pass PRODA's filter (``accepted``).  The second is the one to read: chains
+    that have not converged can each sit still in a different place, and then
+    a narrow posterior sd is the sampler's failure, not the data's information.
     """
     u_true = np.asarray(u_true)
     ident = identifiable(post)
+    accepted = np.asarray(post["accepted"].values, bool)[:, None]
     inside = (post["u_q05"].values <= u_true) & (u_true <= post["u_q95"].values)
     rel = np.abs(post["stock_1m_mean"].values - stock_true) / np.asarray(stock_true)
     rel = np.where(np.isfinite(rel), rel, np.inf)  # no valid posterior draw: a failure
@@ -59,6 +66,10 @@ def recovery_statistics(post, u_true, stock_true, nse_truth=None) -> dict:
         "median_nse": float(np.median(post["nse"].values)),
         "identifiable_fraction": float(ident.mean()),
         "coverage90_identifiable": float(inside[ident].mean()) if ident.any() else float("nan"),
+        "identifiable_pairs": int(ident.sum()),
+        "coverage90_identifiable_accepted": (float(inside[ident & accepted].mean()) if (ident & accepted).any()
+                                             else float("nan")),
+        "identifiable_pairs_accepted": int((ident & accepted).sum()),
         "coverage90_all": float(inside.mean()),
         "stock_within_10pct": float(np.mean(rel < 0.1)),
         "median_stock_error": float(np.median(rel)),
