@@ -52,7 +52,7 @@ def recovery_statistics(post, u_true, stock_true, nse_truth=None) -> dict:
     """
     u_true = np.asarray(u_true)
     ident = identifiable(post)
-    accepted = np.asarray(post["accepted"].values, bool)[:, None]
+    ident_accepted = ident & np.asarray(post["accepted"].values, bool)[:, None]
     inside = (post["u_q05"].values <= u_true) & (u_true <= post["u_q95"].values)
     rel = np.abs(post["stock_1m_mean"].values - stock_true) / np.asarray(stock_true)
     rel = np.where(np.isfinite(rel), rel, np.inf)  # no valid posterior draw: a failure
@@ -67,9 +67,9 @@ def recovery_statistics(post, u_true, stock_true, nse_truth=None) -> dict:
         "identifiable_fraction": float(ident.mean()),
         "coverage90_identifiable": float(inside[ident].mean()) if ident.any() else float("nan"),
         "identifiable_pairs": int(ident.sum()),
-        "coverage90_identifiable_accepted": (float(inside[ident & accepted].mean()) if (ident & accepted).any()
+        "coverage90_identifiable_accepted": (float(inside[ident_accepted].mean()) if ident_accepted.any()
                                              else float("nan")),
-        "identifiable_pairs_accepted": int((ident & accepted).sum()),
+        "identifiable_pairs_accepted": int(ident_accepted.sum()),
         "coverage90_all": float(inside.mean()),
         "stock_within_10pct": float(np.mean(rel < 0.1)),
         "median_stock_error": float(np.median(rel)),
