@@ -143,12 +143,10 @@ def main(argv=None):
 
     import soiljax
     from soiljax.calibration import HMC, NUTS, ProdaMetropolis, calibrate
-    from soiljax.calibration._recovery import recovery_statistics, truth_nse
+    from soiljax.calibration import score_recovery
 
     model = {"clm5": soiljax.CLM5, "compas": soiljax.COMPAS}[args.model]()
     forcing, obs, u_true, n_valid = _inputs(args, model)
-    steady = soiljax.batched_steady_state(model, u_true, forcing)
-    stock_true = np.asarray(soiljax.soc_stock(steady.soc, 1.0))
     dense = args.mass_matrix == "dense"
     sampler = {
         "nuts": NUTS(max_num_doublings=args.max_doublings, dense_mass=dense),
@@ -179,7 +177,7 @@ def main(argv=None):
                      batch_size=args.batch, seed=args.seed, out=out, keep_draws=args.keep_draws,
                      resume=args.resume, progress=True, mesh=mesh, workers=args.workers)
     wall = time.perf_counter() - t0
-    res = recovery_statistics(post, u_true, stock_true, truth_nse(model, u_true, forcing, obs))
+    res = score_recovery(model, post, forcing, obs, u_true)
     depth = post.attrs.get("max_doublings")  # numpy integers once read back from a file
     res.update({"model": args.model, "method": args.method, "wall_s": wall, "chains": args.chains,
                 "warmup": int(post.attrs["warmup"]), "samples": args.samples, "batch": args.batch,

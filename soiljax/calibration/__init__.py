@@ -20,7 +20,12 @@ from ._likelihood import nse as nse
 from ._likelihood import predict as predict
 from ._likelihood import proda_layer_weights as proda_layer_weights
 from ._likelihood import proda_likelihood as proda_likelihood
+from ._recovery import RecoveryRun as RecoveryRun
+from ._recovery import identifiable as identifiable
+from ._recovery import read_recovery_run as read_recovery_run
 from ._recovery import recovery_statistics as recovery_statistics
+from ._recovery import score_recovery as score_recovery
+from ._recovery import true_stock as true_stock
 from ._recovery import truth_nse as truth_nse
 from ._recovery import valid_truths as valid_truths
 from ._run import DEFAULT_EXTEND as DEFAULT_EXTEND

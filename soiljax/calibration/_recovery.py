@@ -1,11 +1,17 @@
 """Parameter-recovery experiments (PRODA's validation recipe) on synthetic profiles.
 
 :func:`valid_truths` draws known parameters for synthetic sites;
-:func:`recovery_statistics` compares a posterior dataset with them.  Used by
-``benchmarks/recovery.py`` and ``notebooks/02_calibration.ipynb``.
+:func:`recovery_statistics` compares a posterior dataset with them, and
+:func:`score_recovery` does so from the truths alone (it solves the true
+steady states itself).  :func:`read_recovery_run` reads back a run that
+``benchmarks/recovery.py --out POST.nc`` kept, with its synthetic profiles.
+Used by ``benchmarks/recovery.py`` and ``notebooks/02_calibration.ipynb``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -124,3 +130,62 @@ def truth_nse(model, u_true, forcing, obs) -> np.ndarray:
     mask = jnp.asarray(obs.mask)
     pred = jax.vmap(lambda s, d, m: observe(s, safe_depth(d, m)))(soc, jnp.asarray(obs.depth), mask)
     return np.asarray(jax.vmap(nse)(jnp.where(mask, pred, 0.0), jnp.asarray(obs.soc), mask))
+
+
+def true_stock(model, u_true, forcing, depth: float = 1.0) -> np.ndarray:
+    """SOC stock (kgC m-2) to ``depth`` m of each site's true steady state."""
+    from .._batch import batched_steady_state
+    from .._diagnostics import soc_stock
+
+    return np.asarray(soc_stock(batched_steady_state(model, u_true, forcing).soc, depth))
+
+
+def score_recovery(model, post, forcing, obs, u_true) -> dict:
+    """:func:`recovery_statistics` of ``post`` against the true parameters
+    ``u_true`` of the synthetic profiles ``obs`` (drawn on ``forcing``): the
+    true stock to 1 m and the truth's NSE are solved here from the model."""
+    return recovery_statistics(post, u_true, true_stock(model, u_true, forcing), truth_nse(model, u_true, forcing, obs))
+
+
+class RecoveryRun(NamedTuple):
+    """A kept recovery run: its posterior, the synthetic profiles behind it and
+    PRODA's criteria recomputed from both (as :func:`score_recovery` does)."""
+
+    post: object  # xarray.Dataset
+    forcing: object  # soiljax.Forcing
+    obs: object  # soiljax.Observations
+    u_true: np.ndarray
+    stock_true: np.ndarray  # (site,) true SOC stock to 1 m, kgC m-2
+    stats: dict
+
+
+def read_recovery_run(path, model) -> RecoveryRun:
+    """Read a run that ``benchmarks/recovery.py --out POST.nc`` kept: the
+    posterior ``POST.nc`` and the profiles in ``POST.nc.inputs/`` (forcing,
+    noisy observations, true parameters), and score it again.
+
+    Raises ``FileNotFoundError`` when either is missing and ``ValueError``
+    when the profiles were drawn for another model than ``model``.
+    """
+    from ..io import read_forcing, read_observations, read_params
+    from ._summary import read_posterior
+
+    path = Path(path)
+    inputs = Path(str(path) + ".inputs")
+    for need in (path, inputs / "forcing.nc", inputs / "obs.nc", inputs / "u_true.nc"):
+        if not need.exists():
+            raise FileNotFoundError(f"{need} is missing: a kept recovery run needs the posterior file and the "
+                                    f"folder {inputs.name}/ next to it, as `benchmarks/recovery.py --out "
+                                    f"{path.name}` writes them")
+    post = read_posterior(path)
+    name = type(model).__name__.lower()
+    if str(post.attrs.get("model", name)).lower() != name:
+        raise ValueError(f"{path} holds a {post.attrs['model']} posterior, not a {type(model).__name__} one: "
+                         f"pass soiljax.{str(post.attrs['model']).upper()}() as the model")
+    forcing, _ = read_forcing(inputs / "forcing.nc")
+    # synthetic COMPAS profiles can hold more carbon than the unit check expects of real soils
+    obs, _ = read_observations(inputs / "obs.nc", check_units=False)
+    u_true = read_params(inputs / "u_true.nc", model)
+    stock = true_stock(model, u_true, forcing)
+    stats = recovery_statistics(post, u_true, stock, truth_nse(model, u_true, forcing, obs))
+    return RecoveryRun(post, forcing, obs, u_true, stock, stats)
