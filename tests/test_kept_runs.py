@@ -26,6 +26,12 @@ SHARES_FROM_TRUTH = {"stock_within_10pct", "nse_truth_gt_0.9", "nse_ge_truth_min
                      "nse_gt_0.9_where_truth_gt_0.9"}
 
 
+def test_each_model_has_a_kept_run():
+    # notebooks/02_calibration.ipynb (section 5) reads one full-size run per model
+    models = {json.loads((p / "result.json").read_text())["model"]: p.name for p in RUNS}
+    assert set(models) == set(MODELS), models
+
+
 @pytest.mark.parametrize("folder", RUNS, ids=[p.name for p in RUNS])
 def test_kept_run_reproduces_its_figures(folder):
     saved = json.loads((folder / "result.json").read_text())
