@@ -97,8 +97,8 @@ def _inputs(args, model):
     from pathlib import Path
 
     import soiljax
-    from soiljax.calibration._recovery import valid_truths
-    from soiljax.io import read_forcing, read_observations, read_params, write_forcing, write_observations, write_params
+    from soiljax.calibration._recovery import read_recovery_inputs, valid_truths
+    from soiljax.io import write_forcing, write_observations, write_params
     from soiljax.synthetic import synthetic_observations
 
     recipe = {"model": args.model, "n_sites": args.n_sites, "seed": args.seed, "noise": args.noise}
@@ -126,9 +126,7 @@ def _inputs(args, model):
         write_observations(obs, folder / "obs.nc")
         write_params(u_true, model, folder / "u_true.nc", attrs=recipe)
     # read back even what was just written, so that a resumed run sees the very same arrays
-    forcing, _ = read_forcing(folder / "forcing.nc")
-    obs, _ = read_observations(folder / "obs.nc", check_units=False)  # synthetic COMPAS profiles exceed peat
-    u_true = read_params(folder / "u_true.nc", model)
+    forcing, obs, u_true = read_recovery_inputs(folder, model)
     return forcing, obs, u_true, len(u_true)
 
 

@@ -147,6 +147,18 @@ def score_recovery(model, post, forcing, obs, u_true) -> dict:
     return recovery_statistics(post, u_true, true_stock(model, u_true, forcing), truth_nse(model, u_true, forcing, obs))
 
 
+def read_recovery_inputs(folder, model):
+    """``(forcing, obs, u_true)``: the synthetic profiles that
+    ``benchmarks/recovery.py --out POST.nc`` saves in ``folder = POST.nc.inputs/``."""
+    from ..io import read_forcing, read_observations, read_params
+
+    folder = Path(folder)
+    forcing, _ = read_forcing(folder / "forcing.nc")
+    # synthetic COMPAS profiles can hold more carbon than the unit check expects of real soils
+    obs, _ = read_observations(folder / "obs.nc", check_units=False)
+    return forcing, obs, read_params(folder / "u_true.nc", model)
+
+
 class RecoveryRun(NamedTuple):
     """A kept recovery run: its posterior, the synthetic profiles behind it and
     PRODA's criteria recomputed from both (as :func:`score_recovery` does)."""
@@ -167,7 +179,6 @@ def read_recovery_run(path, model) -> RecoveryRun:
     Raises ``FileNotFoundError`` when either is missing and ``ValueError``
     when the profiles were drawn for another model than ``model``.
     """
-    from ..io import read_forcing, read_observations, read_params
     from ._summary import read_posterior
 
     path = Path(path)
@@ -182,10 +193,7 @@ def read_recovery_run(path, model) -> RecoveryRun:
     if str(post.attrs.get("model", name)).lower() != name:
         raise ValueError(f"{path} holds a {post.attrs['model']} posterior, not a {type(model).__name__} one: "
                          f"pass soiljax.{str(post.attrs['model']).upper()}() as the model")
-    forcing, _ = read_forcing(inputs / "forcing.nc")
-    # synthetic COMPAS profiles can hold more carbon than the unit check expects of real soils
-    obs, _ = read_observations(inputs / "obs.nc", check_units=False)
-    u_true = read_params(inputs / "u_true.nc", model)
+    forcing, obs, u_true = read_recovery_inputs(inputs, model)
     stock = true_stock(model, u_true, forcing)
     stats = recovery_statistics(post, u_true, stock, truth_nse(model, u_true, forcing, obs))
     return RecoveryRun(post, forcing, obs, u_true, stock, stats)
