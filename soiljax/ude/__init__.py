@@ -10,7 +10,10 @@ from ._cases import CASES as CASES
 from ._cases import NOISE_AWARE_SMOOTHING as NOISE_AWARE_SMOOTHING
 from ._cases import CaseConfig as CaseConfig
 from ._cases import build_problem as build_problem
+from ._cases import ESTIMATE_FILE as ESTIMATE_FILE
+from ._cases import estimate_skeleton as estimate_skeleton
 from ._cases import interval_factor as interval_factor
+from ._cases import load_estimate as load_estimate
 from ._cases import run_case as run_case
 from ._data import NoiseSpec as NoiseSpec
 from ._data import SyntheticData as SyntheticData

@@ -35,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._data import NoiseSpec, SyntheticData, make_synthetic
-from ._model import initial_profile
+from ._model import NZ, initial_profile, make_ude
 from ._train import (
     FINAL,
     PAPER_GRID,
+    Estimate,
     LossWeights,
     NoiseModel,
     NoisyEstimate,
@@ -197,6 +198,10 @@ def run_case(
 ) -> dict:
     """Run one case end to end and write ``metrics.json``, ``profiles.nc`` and figures.
 
+    Also writes ``history.json`` (the loss histories) and ``estimate.eqx``, the trained
+    centre estimate the prediction is made with (``equinox.tree_serialise_leaves``;
+    :func:`load_estimate` reads it back).
+
     Returns the metrics dictionary.  ``adam_iters`` / ``bfgs_iters`` override the case
     table (for quick runs); ``noise_aware`` replaces the plain loss by the learned-noise
     likelihood and adds an ensemble of ``members`` fits for 95% intervals (``ensemble``:
@@ -319,6 +324,7 @@ def run_case(
     _write_profiles(out / "profiles.nc", data, ys, k, lower, upper)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "history.json").write_text(json.dumps(history))
+    eqx.tree_serialise_leaves(out / ESTIMATE_FILE, est)
     if figures:
         from ._plots import save_figures
 
@@ -327,6 +333,58 @@ def run_case(
         f"{metrics['r2_noisy']:.6f}; MSE clean {metrics['mse_clean']:.3e} "
         f"({metrics['wall_time_s']:.0f} s) -> {out}")
     return metrics
+
+
+ESTIMATE_FILE = "estimate.eqx"
+"""File name of the trained centre estimate that :func:`run_case` writes."""
+
+
+def estimate_skeleton(case: int, hyperparameters: dict) -> Estimate:
+    """An estimate with the structure :func:`run_case` trains for ``case`` (values arbitrary).
+
+    ``hyperparameters`` is the ``"hyperparameters"`` entry of ``metrics.json`` (``h1``,
+    ``h2``, ``activation``; the grid search may have chosen them).  Cases 1-3 estimate the
+    initial profile (``log_c0``, one value per depth node), cases 4-6 know it.
+    """
+    if case not in CASES:
+        raise ValueError(f"unknown case {case}; the paper has cases {sorted(CASES)}")
+    hyper = hyperparameters
+    model = make_ude(jax.random.key(0), int(hyper["h1"]), int(hyper["h2"]), hyper["activation"])
+    log_c0 = jnp.zeros(NZ) if CASES[case].focus == "initial" else None
+    return Estimate(model, log_c0)
+
+
+def load_estimate(path: str | Path) -> Estimate:
+    """The trained estimate a :func:`run_case` output folder keeps in ``estimate.eqx``.
+
+    ``path`` is the output folder or the ``.eqx`` file; the ``metrics.json`` next to it
+    gives the case and the network sizes the skeleton is rebuilt from.  Predict with it
+    as ``run_case`` did: ``predict(est, build_problem(cfg, make_synthetic(cfg.noise)))``.
+    """
+    path = Path(path)
+    file = path / ESTIMATE_FILE if path.is_dir() else path
+    metrics_file = file.parent / "metrics.json"
+    if not file.exists():
+        raise FileNotFoundError(f"no trained estimate at {file} (written by run_case)")
+    if not metrics_file.exists():
+        raise FileNotFoundError(
+            f"{metrics_file} is missing: it tells which case and network sizes {file.name} holds")
+    metrics = json.loads(metrics_file.read_text())
+    skeleton = estimate_skeleton(int(metrics["case"]), metrics["hyperparameters"])
+    with open(file, "rb") as f:
+        est = eqx.tree_deserialise_leaves(f, skeleton)
+        trailing = f.read(1)
+    # tree_deserialise_leaves reads the arrays in order without checking them
+    if trailing:
+        raise ValueError(f"{file} holds more arrays than case {metrics['case']} with "
+                         f"{metrics['hyperparameters']} has")
+    for want, got in zip(jax.tree.leaves(skeleton), jax.tree.leaves(est)):
+        if jnp.shape(want) != jnp.shape(got) or jnp.result_type(want) != jnp.result_type(got):
+            raise ValueError(
+                f"{file} does not match case {metrics['case']} with {metrics['hyperparameters']}: "
+                f"an array of shape {jnp.shape(got)} ({jnp.result_type(got)}) where "
+                f"{jnp.shape(want)} ({jnp.result_type(want)}) was expected")
+    return est
 
 
 def _smoothed_profile(c, width: int = 5):
