@@ -43,9 +43,11 @@ The verdict line per model also counts, site by site, on how many held-out
 sites end-to-end beats two-stage, with a two-sided sign test: with a few dozen
 test sites a difference of medians alone may be chance.
 
-``--out DIR`` keeps the learners, the held-out predictions and the posterior
-files; a rerun with the same ``--out`` resumes an interrupted calibration and
-reuses a finished one made with the same settings on the same profiles (so
+``--out DIR`` keeps the learners, the held-out predictions, the held-out
+sites' inputs (``heldout_<model>.inputs/``: forcing, observations and
+covariates, so that the kept learners can be scored again without drawing the
+world again) and the posterior files; a rerun with the same ``--out`` resumes
+an interrupted calibration and reuses a finished one made with the same settings on the same profiles (so
 ``--e2e-init two-stage`` or ``--prior-weight`` can be tried without
 calibrating again; the table then marks the calibration time "reused").
 
@@ -110,7 +112,8 @@ def _args(argv=None):
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object to stdout (table and progress to stderr)")
     g.add_argument("--out", metavar="DIR",
-                   help="write learners (.eqx), held-out predictions (heldout_<model>.nc), posteriors and results.json "
+                   help="write learners (.eqx), held-out predictions (heldout_<model>.nc) and inputs "
+                        "(heldout_<model>.inputs/), posteriors and results.json "
                         "here; a rerun resumes an interrupted calibration and reuses a finished one with the same "
                         "settings (e.g. to try --e2e-init two-stage or --prior-weight without calibrating again)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -226,6 +229,11 @@ def run_model(name: str, world, args, log) -> dict:
     log(f"\n== {name}: {keep.size} sites with a valid truth (of {world.n_sites}); "
         f"train {train.size}, validation {val.size}, held-out test {test.size}")
     f_test, o_test, u_test = forcing[test], obs[test], u_true[test]
+    if args.out:  # what the kept learners are scored on, so that a kept run can be scored again
+        recipe = {"model": name, "n_sites": args.n_sites, "resolution": args.resolution, "seed": args.seed,
+                  "noise": args.noise}
+        _write_heldout_inputs(Path(args.out) / f"heldout_{name}.inputs", site_id[test], x[test], cov_names,
+                              f_test, o_test, recipe)
     steady_true = soiljax.batched_steady_state(model, u_test, f_test)
     stock_true = np.asarray(soiljax.soc_stock(steady_true.soc, 1.0))
 
@@ -408,6 +416,27 @@ def _pearson(a, b):
     from soiljax.learning import pearson
 
     return pearson(a, b)
+
+
+def _write_heldout_inputs(folder, site_id, x, cov_names, forcing, obs, attrs):
+    """The held-out test sites' inputs in ``folder``: ``forcing.nc``, the noisy observations ``obs.nc``
+    (:func:`soiljax.io.read_forcing`, :func:`soiljax.io.read_observations` with ``check_units=False``)
+    and the learners' covariates ``covariates.nc`` (variable ``covariates`` (site, covariate));
+    ``attrs`` (the world's recipe) go on each file."""
+    import xarray as xr
+
+    from soiljax.io import write_forcing, write_observations
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_forcing(forcing, folder / "forcing.nc", site_id=site_id, attrs=attrs)
+    write_observations(obs, folder / "obs.nc", site_id=site_id, attrs=attrs)
+    ds = xr.Dataset(
+        {"covariates": (("site", "covariate"), np.asarray(x, float))},
+        coords={"site": np.asarray(site_id), "covariate": list(cov_names)},
+        attrs={"description": "covariates of the held-out test sites of benchmarks/learning.py", **attrs},
+    )
+    ds.to_netcdf(folder / "covariates.nc")
 
 
 def _write_heldout(path, model, site_id, u_true, stock_true, obs, evals):

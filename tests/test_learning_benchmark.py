@@ -57,5 +57,6 @@ def test_json_output_holds_the_contract_keys(capsys, tmp_path):
     assert set(rows) == {"two_stage", "end_to_end", "true_u", "default_u"}
     assert "truth targets" in rows["two_stage"]["label"]
     assert rows["true_u"]["median_u_corr"] == pytest.approx(1.0)
-    for name in ("clm5_two_stage.eqx", "clm5_end_to_end.eqx", "heldout_clm5.nc", "results.json"):
+    for name in ("clm5_two_stage.eqx", "clm5_end_to_end.eqx", "heldout_clm5.nc", "results.json",
+                 "heldout_clm5.inputs/forcing.nc", "heldout_clm5.inputs/obs.nc", "heldout_clm5.inputs/covariates.nc"):
         assert (tmp_path / name).exists()
