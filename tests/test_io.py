@@ -67,16 +67,23 @@ def test_forcing_without_site_dim_is_one_site(sites, forcing_file):
     np.testing.assert_array_equal(np.asarray(back.tsoi[0]), np.asarray(sites[0].tsoi[3]))
 
 
-def test_units_spelled_differently_are_accepted(forcing_file):
+def test_units_spelled_differently_are_accepted(sites, forcing_file):
     def edit(ds):
         ds["TSOI"].attrs["units"] = "kelvin"
         ds["CWD_INPUT"].attrs["units"] = "g C/m^2/month"
         ds["LITR1_INPUT"].attrs["units"] = "gC m-2 mon-1"
+        ds["LITR2_INPUT"].attrs["units"] = "gC per m2 per month"
         ds["W_SCALAR"].attrs["units"] = "unitless"
         del ds["ALTMAX"].attrs["units"]  # no units attribute: taken as metres
         return ds
 
-    io.read_forcing(_rewrite(forcing_file, edit))
+    # every spelling above means the file's own unit: the values must come back unchanged (factor 1)
+    back, _ = io.read_forcing(_rewrite(forcing_file, edit))
+    _same_forcing(sites[0], back)
+    # a spelling of another unit is not read with factor 1: it is refused with the factor to apply
+    with pytest.raises(io.ForcingFileError, match="multiply by 1000"):
+        io.read_forcing(_rewrite(forcing_file, lambda ds: ds.assign(
+            CWD_INPUT=(ds.CWD_INPUT / 1000).assign_attrs(units="kgC m-2 month-1"))))
 
 
 @pytest.mark.parametrize(
