@@ -10,7 +10,10 @@ For N synthetic sites (default N = 1e3, 1e4, 1e5) this measures, in one run:
   a batched dense ``jnp.linalg.solve`` of the 140 x 140 system (operators are
   built the same way; the validity flag is not computed, which favours the
   baseline)
-* compile time of the batched forward call.
+* compile time of the batched forward call;
+* ``synthetic_sites``: generating the N sites' forcing with
+  :func:`soiljax.synthetic_sites` (sites per second; it should never be the
+  bottleneck next to the solves it feeds, whose rate is in the same row).
 
 Sites are processed in chunks of ``--chunk`` sites (one compiled program per
 chunk size).  Throughput is the best of ``--repeat`` timed passes after a
@@ -98,14 +101,16 @@ def run(sizes, chunk, repeat, dense_max_n, args_dense_chunk=32):
     rows = []
     compile_s = {}
     for n in sizes:
+        t0 = time.perf_counter()
         forcing, _ = soiljax.synthetic_sites(n, seed=1)
+        synthetic_per_s = n / (time.perf_counter() - t0)
         rng = np.random.default_rng(0)
         u_clm5 = jnp.asarray(rng.uniform(0.25, 0.75, (n, clm5.n_params)))
         u_compas = jnp.asarray(rng.uniform(0.25, 0.75, (n, compas.n_params)))
         c = min(chunk, n)
         ch_clm5 = _prepare((u_clm5, forcing), n, c)
         ch_compas = _prepare((u_compas, forcing), n, c)
-        row = {"n": n}
+        row = {"n": n, "synthetic_sites_per_s": synthetic_per_s}
         for name, model, chunks in (("clm5", clm5, ch_clm5), ("compas", compas, ch_compas)):
             fwd = jax.jit(jax.vmap(model.steady_state))
             t0 = time.perf_counter()
@@ -124,7 +129,8 @@ def run(sizes, chunk, repeat, dense_max_n, args_dense_chunk=32):
         rows.append(row)
         print(
             f"  N={n:>7}: CLM5 {row['clm5_forward_per_s']:>10,.0f}/s  COMPAS {row['compas_forward_per_s']:>10,.0f}/s  "
-            f"CLM5 v+g {row['clm5_value_and_grad_per_s']:>9,.0f}/s  dense {row['dense_baseline_per_s']:>8,.0f}/s",
+            f"CLM5 v+g {row['clm5_value_and_grad_per_s']:>9,.0f}/s  dense {row['dense_baseline_per_s']:>8,.0f}/s  "
+            f"forcing generated {row['synthetic_sites_per_s']:>9,.0f}/s",
             file=sys.stderr,
             flush=True,
         )
@@ -157,6 +163,7 @@ def main(argv=None):
             "compas_value_and_grad_per_s": last["compas_value_and_grad_per_s"],
             "dense_baseline_per_s": last["dense_baseline_per_s"],
             "speedup_vs_dense": last["speedup_vs_dense"],
+            "synthetic_sites_per_s": last["synthetic_sites_per_s"],
             "compile_s": max(compile_s.values()),
             "compile_s_clm5": compile_s["clm5"],
             "compile_s_compas": compile_s["compas"],
@@ -164,14 +171,15 @@ def main(argv=None):
         }
         print(json.dumps(out))
         return 0
-    header = ("N", "CLM5 fwd/s", "COMPAS fwd/s", "CLM5 v+g/s", "COMPAS v+g/s", "dense/s", "CLM5/dense")
+    header = ("N", "CLM5 fwd/s", "COMPAS fwd/s", "CLM5 v+g/s", "COMPAS v+g/s", "dense/s", "CLM5/dense",
+              "forcing generated/s")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         print(
             f"| {r['n']:,} | {r['clm5_forward_per_s']:,.0f} | {r['compas_forward_per_s']:,.0f} | "
             f"{r['clm5_value_and_grad_per_s']:,.0f} | {r['compas_value_and_grad_per_s']:,.0f} | "
-            f"{r['dense_baseline_per_s']:,.0f} | {r['speedup_vs_dense']:.1f}x |"
+            f"{r['dense_baseline_per_s']:,.0f} | {r['speedup_vs_dense']:.1f}x | {r['synthetic_sites_per_s']:,.0f} |"
         )
     print(f"\ncompile time of the batched forward call: CLM5 {compile_s['clm5']:.1f} s, COMPAS {compile_s['compas']:.1f} s")
     return 0
