@@ -371,19 +371,18 @@ def load_estimate(path: str | Path) -> Estimate:
             f"{metrics_file} is missing: it tells which case and network sizes {file.name} holds")
     metrics = json.loads(metrics_file.read_text())
     skeleton = estimate_skeleton(int(metrics["case"]), metrics["hyperparameters"])
+    mismatch = f"{file} does not match case {metrics['case']} with {metrics['hyperparameters']}"
     with open(file, "rb") as f:
-        est = eqx.tree_deserialise_leaves(f, skeleton)
-        trailing = f.read(1)
-    # tree_deserialise_leaves reads the arrays in order without checking them
-    if trailing:
-        raise ValueError(f"{file} holds more arrays than case {metrics['case']} with "
-                         f"{metrics['hyperparameters']} has")
+        try:
+            est = eqx.tree_deserialise_leaves(f, skeleton)
+        except (RuntimeError, ValueError, EOFError) as err:  # a leaf of another shape, too few leaves
+            raise ValueError(f"{mismatch}: {err}") from err
+        if f.read(1):
+            raise ValueError(f"{mismatch}: the file holds more arrays than the estimate")
     for want, got in zip(jax.tree.leaves(skeleton), jax.tree.leaves(est)):
         if jnp.shape(want) != jnp.shape(got) or jnp.result_type(want) != jnp.result_type(got):
-            raise ValueError(
-                f"{file} does not match case {metrics['case']} with {metrics['hyperparameters']}: "
-                f"an array of shape {jnp.shape(got)} ({jnp.result_type(got)}) where "
-                f"{jnp.shape(want)} ({jnp.result_type(want)}) was expected")
+            raise ValueError(f"{mismatch}: an array of shape {jnp.shape(got)} ({jnp.result_type(got)}) "
+                             f"where {jnp.shape(want)} ({jnp.result_type(want)}) was expected")
     return est
 
 
