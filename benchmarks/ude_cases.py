@@ -242,19 +242,29 @@ def machine_info() -> dict:
     }
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
+        res = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    if res.returncode != 0:
-        return None
-    return res.stdout.strip() or None
+    return res.stdout.strip() if res.returncode == 0 else None
 
 
-def build_result(out: Path, runs: dict[int, dict], previous: dict, jobs: int, total_wall: float) -> dict:
-    """``result.json``: every case with a complete run in ``out``, scored."""
+def code_version() -> dict:
+    """The commit the runs start from, and whether soiljax/ differs from it."""
+    status = _git("status", "--porcelain", "--", "soiljax")
+    return {"git_commit": _git("rev-parse", "HEAD"),
+            "soiljax_uncommitted_changes": None if status is None else bool(status)}
+
+
+def build_result(out: Path, runs: dict[int, dict], previous: dict, jobs: int, total_wall: float,
+                 code: dict) -> dict:
+    """``result.json``: every case with a complete run in ``out``, scored.
+
+    ``code`` (:func:`code_version`) is recorded with the cases that ran now; kept cases
+    keep the date and code version of their own run from ``previous``.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     cases = {}
     for case in sorted(TARGET_RUNS):
         folder = out / f"case{case}"
@@ -287,28 +297,26 @@ def build_result(out: Path, runs: dict[int, dict], previous: dict, jobs: int, to
         if "coverage95_clean" in metrics:
             entry["coverage95_clean"] = metrics["coverage95_clean"]
             entry["coverage95_clean_field"] = metrics["coverage95_clean_field"]
-        if status == "kept" and "date" in old:
-            entry["date"] = old["date"]
+        if status == "ran":
+            entry.update(date=now, **code)
+        else:  # when and from which code the kept run was made
+            entry.update({k: old[k] for k in ("date", *code) if k in old})
         cases[str(case)] = entry
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    for case in runs:
-        if cases[str(case)].get("status") == "ran":
-            cases[str(case)]["date"] = now
+    if runs or not previous:
+        run_info = {"date": now, "jobs": jobs, "wall_s": total_wall, **code, "machine": machine_info()}
+    else:  # nothing ran: the kept cases were measured by the invocation that wrote `previous`
+        run_info = {k: previous[k] for k in ("date", "jobs", "wall_s", *code, "machine") if k in previous}
     return {
         "benchmark": "benchmarks/ude_cases.py",
         "command": f"python benchmarks/ude_cases.py --out {DEFAULT_OUT.as_posix()}",
-        "date": now,
-        "jobs": jobs,
-        "wall_s": total_wall,  # this invocation only (kept cases not rerun)
-        "git_commit": _git_commit(),
-        "machine": machine_info(),
+        **run_info,  # wall_s: the invocation that ran the cases (kept cases not rerun)
         "all_passed": all(c["passed"] for c in cases.values()),
         "cases": cases,
     }
 
 
 def print_table(result: dict, file=sys.stdout) -> None:
-    print(f"{'case':>4}  {'options':<52} {'target':<48} {'r2_clean':>10} {'cov95':>6} "
+    print(f"{'case':>4}  {'options':<62} {'target':<51} {'r2_clean':>10} {'cov95':>6} "
           f"{'pass':>5} {'wall s':>7}", file=file)
     for case, c in result["cases"].items():
         opts = json.dumps(c["options"]) if c["options"] else "(plain loss)"
@@ -316,7 +324,7 @@ def print_table(result: dict, file=sys.stdout) -> None:
         cov = f"{c['coverage95_clean']:.3f}" if "coverage95_clean" in c else "-"
         wall = f"{c['wall_s']:.0f}" if c.get("wall_s") is not None else "-"
         ok = "yes" if c["passed"] else ("NO" if "r2_clean" in c else c["status"])
-        print(f"{case:>4}  {opts:<52} {c['target']:<48} {r2:>10} {cov:>6} {ok:>5} {wall:>7}", file=file)
+        print(f"{case:>4}  {opts:<62} {c['target']:<51} {r2:>10} {cov:>6} {ok:>5} {wall:>7}", file=file)
 
 
 def main(argv=None) -> int:
@@ -348,13 +356,14 @@ def main(argv=None) -> int:
             todo.append(case)
     _log(f"running cases {todo or 'none'}, {args.jobs} at a time")
     t0 = time.perf_counter()
+    code = code_version()
     runs: dict[int, dict] = {}
     if todo:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = {case: pool.submit(run_one, case, out / f"case{case}", args.timeout) for case in todo}
             runs = {case: fut.result() for case, fut in futures.items()}
     total = time.perf_counter() - t0
-    result = build_result(out, runs, previous, args.jobs, total)
+    result = build_result(out, runs, previous, args.jobs, total, code)
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     _log(f"done in {total:.0f} s -> {out / 'result.json'}")
     print_table(result)
