@@ -1,7 +1,7 @@
 """Tests of the SOC universal differential equation (soiljax.ude).
 
-Fast by construction: short horizons and small networks; the full cases live in
-``test_ude_cases.py`` behind ``@pytest.mark.slow``.
+Fast by construction: short horizons and small networks.  The full-size cases are run by
+``benchmarks/ude_cases.py``; ``test_kept_ude_cases.py`` scores its kept run again.
 """
 
 import equinox as eqx
