@@ -14,8 +14,8 @@ from ._train import NOISE_FAMILIES
 
 DESCRIPTION = (
     "Train the SOC universal differential equation on one of the paper's six cases "
-    "and write DIR/metrics.json, DIR/profiles.nc and the figures (profile.png, "
-    "residuals.png, heatmap.png)."
+    "and write DIR/metrics.json, DIR/profiles.nc, the trained estimate DIR/estimate.eqx "
+    "and the figures (profile.png, residuals.png, heatmap.png)."
 )
 
 
