@@ -365,6 +365,7 @@ def test_invalid_steady_state_gives_minus_inf_and_finite_gradient(evaluated, nam
     assert np.isfinite(e["grads"][name][4]).all()
 
 
+@pytest.mark.slow  # compiles a COMPAS HMC and a NUTS step: ~30 s
 @pytest.mark.parametrize("sampler", [cal.HMC(num_integration_steps=8, initial_step_size=3.0),
                                      cal.NUTS(initial_step_size=3.0)], ids=["HMC", "NUTS"])
 def test_step_into_invalid_region_is_rejected(compas_data, sampler):
@@ -792,6 +793,7 @@ def _write_text(value, path):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # compiles PRODA's sampler for its annealing schedule: ~30 s
 def test_proda_method_runs(clm5_data):
     model, forcing, obs, _ = clm5_data
     # a short run: 600 adaptive steps, fewer than one 1000-step chunk of _run._sample_proda

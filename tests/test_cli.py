@@ -149,6 +149,7 @@ def obs_files(tmp_path_factory):
     return folder / "f.nc", folder / "o.nc"
 
 
+@pytest.mark.slow  # compiles NUTS and its extension round for the command: ~45 s
 def test_calibrate_command_writes_the_posterior(obs_files, tmp_path, capsys):
     f, o = obs_files
     out = tmp_path / "post.nc"

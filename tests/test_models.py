@@ -123,9 +123,11 @@ def test_vmap_equals_python_loop(reference, ref_forcing):
         sites = np.arange(0, 48, 5)
         u = jnp.asarray(reference[key][sites, 2])
         f = ref_forcing[sites]
-        batched = jax.vmap(model.steady_state)(u, f)
+        # both compiled (eager dispatch took ~50 s here); test_jit_equals_eager checks jit against eager
+        batched = jax.jit(jax.vmap(model.steady_state))(u, f)
+        single = jax.jit(model.steady_state)
         for i, s in enumerate(sites):
-            one = model.steady_state(u[i], ref_forcing.site(s))
+            one = single(u[i], ref_forcing.site(s))
             np.testing.assert_allclose(batched.state[i], one.state, rtol=1e-12, atol=0)
             assert bool(batched.valid[i]) == bool(one.valid)
 
@@ -151,11 +153,11 @@ def test_invalid_profile_does_not_poison_a_batch(reference, ref_forcing):
         ss = jax.vmap(model.steady_state)(uu, f)
         return jnp.sum(soiljax.soc_stock(ss.soc, 1.0)), ss
 
-    (val, ss), g = jax.value_and_grad(loss, has_aux=True)(u)
+    (val, ss), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(u)  # compiled: eager took ~45 s
     assert np.isfinite(val) and np.all(np.isfinite(g))
     assert not bool(ss.valid[2]) and bool(ss.valid[np.array([0, 1, 3])].all())
     np.testing.assert_array_equal(g[2], 0.0)
-    alone = jax.grad(lambda uu: jnp.sum(soiljax.soc_stock(model.steady_state(uu, f.site(0)).soc, 1.0)))(u[0])
+    alone = jax.jit(jax.grad(lambda uu: jnp.sum(soiljax.soc_stock(model.steady_state(uu, f.site(0)).soc, 1.0))))(u[0])
     np.testing.assert_allclose(g[0], alone, rtol=1e-12)
 
 

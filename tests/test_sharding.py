@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO, reference_dir
 
 SCRIPT = textwrap.dedent(
@@ -36,6 +38,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh process with four host devices compiles everything anew: ~25 s
 def test_four_fake_devices_match_one_device():
     ref = reference_dir()
     if not (ref / "reference_A.npz").exists():
@@ -84,6 +87,7 @@ EXTEND_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh process with two host devices compiles NUTS anew: ~25 s
 def test_extension_rounds_on_two_fake_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     code = EXTEND_SCRIPT.format(repo=str(REPO))

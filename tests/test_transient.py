@@ -28,6 +28,7 @@ def test_clm5_spin_up_from_zero_reaches_steady_state(reference, ref_forcing):
     assert float(err.max()) < 1e-6
 
 
+@pytest.mark.slow  # a stiff integration over thousands of years: ~30 s
 def test_compas_analytic_steady_state_equals_long_integration(reference, ref_forcing):
     """Start from half the analytic steady state and integrate 1e5 years.
 

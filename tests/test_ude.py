@@ -227,6 +227,7 @@ def test_loss_gradient_matches_finite_differences(short_problem):
     np.testing.assert_allclose(float(ad), float(fd), rtol=1e-4)
 
 
+@pytest.mark.slow  # compiles the loss gradient with trainable physics: ~15 s
 def test_physics_coefficients_are_optionally_trainable(short_problem):
     _, problem = short_problem
     weights = LossWeights()
@@ -266,6 +267,7 @@ def test_blow_up_gives_finite_penalty_and_gradient(short_problem):
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
 
 
+@pytest.mark.slow  # compiles the loss gradient once per adjoint: ~25 s
 def test_adjoints_agree(short_problem):
     _, problem = short_problem
     est = initial_estimate(jax.random.key(2), problem, 8, 8)
@@ -281,6 +283,7 @@ def test_adjoints_agree(short_problem):
         assert err < 1e-4, (name, err)
 
 
+@pytest.mark.slow  # compiles Adam's and BFGS's training steps: ~35 s
 def test_short_training_lowers_the_loss(short_problem):
     data, problem = short_problem
     # learn from the reference truth over 5 years

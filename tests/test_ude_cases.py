@@ -64,6 +64,7 @@ def test_cli_contract_files_and_keys(tmp_path):
         load_estimate(out)
 
 
+@pytest.mark.slow  # compiles the noise-aware loss, its training and the ensemble refits: ~100 s
 @pytest.mark.parametrize("ensemble", ["perturbed", "deep"])
 def test_noise_aware_intervals_from_either_ensemble(tmp_path, ensemble):
     out = tmp_path / ensemble
