@@ -12,8 +12,8 @@ For N synthetic sites (default N = 1e3, 1e4, 1e5) this measures, in one run:
   baseline)
 * compile time of the batched forward call;
 * ``synthetic_sites``: generating the N sites' forcing with
-  :func:`soiljax.synthetic_sites` (sites per second; it should never be the
-  bottleneck next to the solves it feeds, whose rate is in the same row).
+  :func:`soiljax.synthetic_sites` (sites per second, in NumPy; compare it with
+  the solves it feeds, whose rates are in the same row).
 
 Sites are processed in chunks of ``--chunk`` sites (one compiled program per
 chunk size).  Throughput is the best of ``--repeat`` timed passes after a
