@@ -1,50 +1,21 @@
-"""soiljax: JAX-accelerated, differentiable soil organic carbon models."""
+"""soiljax: JAX-accelerated, differentiable soil organic carbon models.
 
-import jax as _jax
+The package loads its parts on first use (PEP 562): ``import soiljax`` and
+``soiljax --help`` do not import JAX, and ``soiljax.CLM5`` or
+``from soiljax import io`` import what they need when asked for.
+"""
+
+import os as _os
+import sys as _sys
 
 # Steady states of these models reach condition numbers of 1e14: float64 is
 # the default.  Set SOILJAX_ENABLE_X64=0 before importing to keep JAX's float32.
-import os as _os
-
+# JAX reads JAX_ENABLE_X64 when it is imported; if it already is, set the flag.
 if _os.environ.get("SOILJAX_ENABLE_X64", "1") != "0":
-    _jax.config.update("jax_enable_x64", True)
-
-from ._batch import batched_steady_state as batched_steady_state
-from ._batch import site_mesh as site_mesh
-from ._diagnostics import COMPONENT_UNITS as COMPONENT_UNITS
-from ._diagnostics import soc_stock as soc_stock
-from ._diagnostics import system_components as system_components
-from ._forcing import FORCING_UNITS as FORCING_UNITS
-from ._forcing import FORCING_VARIABLES as FORCING_VARIABLES
-from ._forcing import Forcing as Forcing
-from ._forcing import ForcingError as ForcingError
-from ._grid import DZ as DZ
-from ._grid import N_LAYERS as N_LAYERS
-from ._grid import ZISOI as ZISOI
-from ._grid import ZSOI as ZSOI
-from ._models import CLM5 as CLM5
-from ._models import COMPAS as COMPAS
-from ._models import AbstractSoilModel as AbstractSoilModel
-from ._models import SteadyState as SteadyState
-from ._observations import ObservationError as ObservationError
-from ._observations import Observations as Observations
-from ._params import CLM5_SPACE as CLM5_SPACE
-from ._params import COMPAS_SPACE as COMPAS_SPACE
-from ._params import ParamSpace as ParamSpace
-from ._transient import transient as transient
-from ._transient import vector_field as vector_field
-from . import io as io
-from . import synthetic as synthetic
-from .io import read_forcing as read_forcing
-from .io import read_observations as read_observations
-from .io import read_params as read_params
-from .io import write_forcing as write_forcing
-from .io import write_observations as write_observations
-from .io import write_params as write_params
-from .synthetic import synthetic_observations as synthetic_observations
-from .synthetic import synthetic_sites as synthetic_sites
-from . import calibration as calibration
-from . import dutch as dutch
+    if "jax" in _sys.modules and hasattr(_sys.modules["jax"], "config"):
+        _sys.modules["jax"].config.update("jax_enable_x64", True)
+    else:
+        _os.environ["JAX_ENABLE_X64"] = "1"
 
 try:
     from importlib.metadata import version as _version
@@ -52,3 +23,38 @@ try:
     __version__ = _version("soiljax")
 except Exception:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
+
+_EXPORTS = {
+    "._batch": ("batched_steady_state", "site_mesh"),
+    "._diagnostics": ("COMPONENT_UNITS", "soc_stock", "system_components"),
+    "._forcing": ("FORCING_UNITS", "FORCING_VARIABLES", "Forcing", "ForcingError"),
+    "._grid": ("DZ", "N_LAYERS", "ZISOI", "ZSOI"),
+    "._models": ("CLM5", "COMPAS", "AbstractSoilModel", "SteadyState"),
+    "._observations": ("ObservationError", "Observations"),
+    "._params": ("CLM5_SPACE", "COMPAS_SPACE", "ParamSpace"),
+    "._transient": ("transient", "vector_field"),
+    ".io": ("read_forcing", "read_observations", "read_params", "write_forcing", "write_observations",
+            "write_params"),
+    ".synthetic": ("synthetic_observations", "synthetic_sites"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+_SUBMODULES = ("calibration", "cli", "dutch", "io", "learning", "synthetic", "ude", "world")
+
+__all__ = sorted(_WHERE) + list(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module("." + name, __name__)
+    else:
+        raise AttributeError(f"module 'soiljax' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

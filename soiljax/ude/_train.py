@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from ._model import FAIL_PENALTY, Drivers, SOCModel, make_ude, solve
 from ._noise import standard_noise
+from ._options import NOISE_FAMILIES as NOISE_FAMILIES
 
 # ---------------------------------------------------------------------------------------
 # What is observed and what is learned
@@ -246,7 +247,6 @@ def validation_mse(est: Estimate, problem: Problem, val_mask, opts=TUNING):
 # ---------------------------------------------------------------------------------------
 # Noise-aware likelihood
 # ---------------------------------------------------------------------------------------
-NOISE_FAMILIES = ("normal", "student_t", "lognormal")
 
 
 class NoiseModel(eqx.Module):

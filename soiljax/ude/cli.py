@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._model import ADJOINTS
-from ._train import NOISE_FAMILIES
+from ._options import ADJOINT_NAMES, NOISE_FAMILIES
 
 DESCRIPTION = (
     "Train the SOC universal differential equation on one of the paper's six cases "
@@ -60,7 +59,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="override the case's L-BFGS iterations")
     p.add_argument("--grid-iters", type=int, default=100,
                    help="Adam iterations per grid-search trial (default 100)")
-    p.add_argument("--adjoint", default="recursive", choices=sorted(ADJOINTS),
+    p.add_argument("--adjoint", default="recursive", choices=sorted(ADJOINT_NAMES),
                    help="diffrax adjoint for the gradients (default: recursive)")
     p.add_argument("--seed", type=int, default=0, help="network initialisation seed")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")

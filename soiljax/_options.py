@@ -1,0 +1,8 @@
+"""Names that the command line offers as choices, importable without JAX.
+
+``soiljax --help`` and the checks of every option run before JAX is imported;
+the modules that implement these choices import the names from here.
+"""
+
+ZONES: tuple[str, ...] = ("tropical", "temperate", "arid", "boreal", "shallow_bedrock")
+"""Names of the synthetic climate zones (:mod:`soiljax.synthetic`), in the order of the ``zone_id`` codes."""
