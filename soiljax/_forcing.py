@@ -6,6 +6,9 @@ batch axes (sites); the trailing axes are ``(month, layer)`` for the
 layer-resolved scalars, ``(month,)`` for column quantities and ``(layer,)`` for
 sand.  Construction from concrete arrays validates every site and raises a
 :class:`ForcingError` that names the site and the variable.
+:func:`check_input_plausibility` (run by the file readers) refuses annual
+carbon inputs that no ecosystem has, such as annual totals written in every
+month or rates per second without units.
 """
 
 from __future__ import annotations
@@ -228,7 +231,7 @@ def validate_forcing_arrays(values: dict[str, np.ndarray], site_labels=None) -> 
         m = mask.reshape((-1,) + mask.shape[len(batch):])[first]
         pos = np.unravel_index(int(np.argmax(m)), m.shape)
         axes = ", ".join(f"{d} {p + 1}" for d, p in zip(FORCING_VARIABLES[name], pos))
-        raise ForcingError(f"{where}{more}: {name} {what} (value {v[pos]!r} at {axes})")
+        raise ForcingError(f"{where}{more}: {name} {what} (value {v[pos].item()} at {axes})")
 
     for name in FORCING_VARIABLES:
         v = values[name].astype(float)
@@ -260,3 +263,93 @@ def validate_forcing_arrays(values: dict[str, np.ndarray], site_labels=None) -> 
     bad = (values["CELLSAND"] < 0) | (values["CELLSAND"] > 100)
     if bad.any():
         fail("CELLSAND", bad, "must lie in 0-100 % sand")
+
+
+# ---------------------------------------------------------------------------
+# plausibility of the carbon input (checked by the file readers)
+# ---------------------------------------------------------------------------
+
+ANNUAL_INPUT_MAX = 5000.0
+"""gC m-2 yr-1.  An annual carbon input above this is refused by the readers.
+
+The input of a soil is the litter of the plants above it, at most their net
+primary production (NPP).  The most productive ecosystems measured --
+tropical rain forests (up to about 2,200 gC m-2 yr-1 in the synthesis of
+Clark et al. 2001, Ecological Applications), intensively managed crops such
+as sugarcane -- stay below about 2,000-3,000 gC m-2 yr-1; typical sites
+receive 100-1,000.  5,000 leaves a
+margin of about two above any measured NPP and catches annual totals written
+in every month (12 x the input) at every site above ~420 gC m-2 yr-1.
+"""
+
+ANNUAL_INPUT_HIGH = 3000.0
+"""gC m-2 yr-1.  Above this (and up to :data:`ANNUAL_INPUT_MAX`) the readers
+warn (:class:`PlausibilityWarning`): only the most productive ecosystems come
+near it, and 12 x the input of a site of 250-420 gC m-2 yr-1 lands here."""
+
+ANNUAL_INPUT_MIN = 1.0
+"""gC m-2 yr-1.  A positive annual input below this is refused by the readers:
+it is what a rate per second (CLM history fields are in gC m-2 s-1: a site of
+600 gC m-2 yr-1 gives ~2e-4 summed over 12 months) looks like in a file that
+lost its units attribute.  A polar desert receives a few gC m-2 yr-1; zero
+(bare ground) is accepted."""
+
+
+class PlausibilityWarning(UserWarning):
+    """Values that are possible but unusual enough to be a mistake (e.g. a units slip).
+
+    Silence with ``check_plausible=False`` on the readers or with
+    ``warnings.filterwarnings("ignore", category=PlausibilityWarning)``.
+    """
+
+
+def _sites_text(mask: np.ndarray, batch_shape, site_labels) -> tuple[int, str]:
+    """Index of the first site in ``mask`` (flat) and 'site X (and k more site(s))'."""
+    first = int(np.argmax(mask))
+    extra = int(mask.sum()) - 1
+    return first, _site_name(first, batch_shape, site_labels) + (f" (and {extra} more site(s))" if extra > 0 else "")
+
+
+def check_input_plausibility(forcing: "Forcing", site_labels=None, *, where: str = "forcing") -> None:
+    """Refuse annual carbon inputs that no ecosystem has; warn about unusually high ones.
+
+    The annual input of a site is the sum of CWD_INPUT and LITR1-3_INPUT over
+    the 12 months (gC m-2 yr-1).  Above :data:`ANNUAL_INPUT_MAX`, or positive
+    and below :data:`ANNUAL_INPUT_MIN`, raises :class:`ForcingError`; above
+    :data:`ANNUAL_INPUT_HIGH` warns with :class:`PlausibilityWarning`.  Every
+    message starts with ``where`` and names the (first) site.
+    """
+    import warnings
+
+    annual = np.asarray(forcing.annual_input, dtype=float).sum(-1)
+    batch = annual.shape
+    annual = annual.reshape(-1)
+    skip = "pass check_plausible=False (soiljax --allow-implausible) if the values are right"
+    what = "the annual carbon input (CWD_INPUT + LITR1_INPUT + LITR2_INPUT + LITR3_INPUT summed over the 12 months)"
+    high = annual > ANNUAL_INPUT_MAX
+    if high.any():
+        i, sites = _sites_text(high, batch, site_labels)
+        raise ForcingError(
+            f"{where}: {sites}: {what} is {float(annual[i]):.0f} gC m-2 yr-1, above {ANNUAL_INPUT_MAX:.0f}, more than "
+            "any ecosystem produces (the most productive reach ~2,000-3,000); were annual totals written in every "
+            f"month (divide by 12), or are the inputs in other units? Give monthly totals in gC m-2 month-1, or {skip}"
+        )
+    tiny = (annual > 0) & (annual < ANNUAL_INPUT_MIN)
+    if tiny.any():
+        i, sites = _sites_text(tiny, batch, site_labels)
+        raise ForcingError(
+            f"{where}: {sites}: {what} is {float(annual[i]):.3g} gC m-2 yr-1, positive but below {ANNUAL_INPUT_MIN:g}, "
+            "less than any vegetated soil receives: it looks like a rate per second (or per day) in a file without "
+            "units; give monthly totals in gC m-2 month-1 (a rate per second x 86400 x days in the month), or "
+            f"{skip}"
+        )
+    unusual = annual > ANNUAL_INPUT_HIGH
+    if unusual.any():
+        i, sites = _sites_text(unusual, batch, site_labels)
+        warnings.warn(
+            f"{where}: {sites}: {what} is {float(annual[i]):.0f} gC m-2 yr-1, above {ANNUAL_INPUT_HIGH:.0f}, which "
+            "only the most productive ecosystems reach; check that the inputs are monthly, not annual, totals (silence "
+            "with check_plausible=False or soiljax --allow-implausible)",
+            PlausibilityWarning,
+            stacklevel=3,
+        )

@@ -231,4 +231,37 @@ def validate_observation_arrays(
                  "soc_sd for every usable layer of a site, or NaN for all of them (unknown)")
 
 
-__all__ = ["Observations", "ObservationError", "validate_observation_arrays"]
+def check_depth_plausibility(depth: np.ndarray, soc: np.ndarray, site_id=None, *, bottom: float | None = None) -> None:
+    """Refuse usable layers below the bottom of the model grid (``ZISOI[-1]``, 8.6 m).
+
+    The models have no carbon below their 20th layer, so such a layer cannot
+    be compared with them; a profile that goes that deep is almost always in
+    centimetres read as metres (a profile of 5, 15, 18 cm is read as 18 m,
+    which :data:`MAX_DEPTH_M` lets pass).  Raises :class:`ObservationError`
+    naming the (first) site; the file readers run it unless
+    ``check_plausible=False``.
+    """
+    from ._grid import ZISOI
+
+    bottom = float(ZISOI[-1]) if bottom is None else float(bottom)
+    d = np.asarray(depth, dtype=float)
+    s = np.asarray(soc, dtype=float)
+    batch = d.shape[:-1]
+    n = int(np.prod(batch)) if batch else 1
+    d, s = d.reshape(n, -1), s.reshape(n, -1)
+    usable = np.isfinite(d) & np.isfinite(s) & (s > 0)
+    deep = np.where(usable, d, -np.inf).max(1)
+    bad = deep > bottom
+    if bad.any():
+        first = int(np.argmax(bad))
+        extra = int(bad.sum()) - 1
+        more = f" (and {extra} more site(s))" if extra > 0 else ""
+        raise ObservationError(
+            f"{_site_name(first, batch, site_id)}{more}: depth reaches {float(deep[first]):g} m, below the bottom of "
+            f"the model grid ({bottom:g} m), so the models cannot be compared with it; if the profile is in cm "
+            "convert it to m (divide by 100) or set depth's units = 'cm', otherwise drop the layers below "
+            f"{bottom:g} m (pass check_plausible=False, soiljax --allow-implausible, to read them anyway)"
+        )
+
+
+__all__ = ["Observations", "ObservationError", "check_depth_plausibility", "validate_observation_arrays"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import traceback
 from collections.abc import Callable, Sequence
@@ -68,10 +69,25 @@ def _worker(job, write, tasks, messages, jax_settings) -> None:
         index, lo, hi, path = task
         try:
             write(job(lo, hi, report), Path(path))
-        except BaseException:  # noqa: BLE001 - reported to the parent, which raises
-            messages.put(("error", index, traceback.format_exc()))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+            messages.put(("error", index, traceback.format_exc(), _user_error(exc)))
             return
     messages.put(("exit",))
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """``exc`` if the parent should raise it as it is: a user-facing error (a
+    :class:`soiljax.io.FileFormatError`, e.g. a full disk's
+    :class:`~soiljax.io.OutputWriteError`) that pickles; else None."""
+    from .io import FileFormatError
+
+    if not isinstance(exc, FileFormatError):
+        return None
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - an exception with odd arguments: reported as a traceback
+        return None
+    return exc
 
 
 def _start_pinned(process, cores) -> None:
@@ -118,7 +134,9 @@ def run_parallel(
     of module-level classes).  ``job`` reports progress through its third
     argument, ``bar(k)`` or, where a batch adds ``more`` iterations to its
     total, ``bar(k, more)``; the calls reach ``bar`` in this process.  A failing batch stops
-    every worker and raises :class:`WorkerError` with the worker's traceback;
+    every worker and raises :class:`WorkerError` with the worker's traceback
+    (a :class:`soiljax.io.FileFormatError`, such as a full disk's
+    :class:`~soiljax.io.OutputWriteError`, is raised as it is: one line);
     part files written before that stay, so a rerun resumes.  Workers
     whose parent dies without stopping them (killed by a signal) quit at
     their next progress report.
@@ -156,6 +174,8 @@ def run_parallel(
                 else:
                     bar(msg[1])
             elif msg[0] == "error":
+                if msg[3] is not None:  # a one-line user error (a full disk): as if raised here
+                    raise msg[3]
                 raise WorkerError(f"batch {msg[1]} failed in a worker process; finished batches are kept, "
                                   f"a rerun resumes. The worker's error:\n{msg[2]}")
             elif msg[0] == "exit":

@@ -8,8 +8,16 @@ Forcing files
     nbedrock, CWD_INPUT, LITR1_INPUT, LITR2_INPUT, LITR3_INPUT (site, month);
     CELLSAND (site, layer, optional); optional ``lat``/``lon`` on ``site``.
     Units as :data:`soiljax.FORCING_UNITS` (a variable without a ``units``
-    attribute is taken to be in those units).  :func:`write_forcing`,
-    :func:`read_forcing`.
+    attribute is taken to be in those units).  Units attributes are parsed
+    with pint (:mod:`soiljax._units`; CF/UDUNITS spellings such as
+    ``gC m-2 month-1``, ``g C/m^2/month``; case matters: ``Mg`` is a
+    megagram, ``mg`` a milligram).  The carbon inputs may be in any mass (of
+    carbon) per area *and month* -- ``kgC m-2 month-1``, ``gC cm-2 month-1``,
+    ``MgC ha-1 month-1`` -- and are converted to gC m-2 month-1 on reading;
+    rates per second, day, hour or year are refused with the conversion to
+    apply (months have unequal lengths).  Every other variable must be in its
+    own unit (kelvin, fractions, metres, percent sand): another one is
+    refused with the fix.  :func:`write_forcing`, :func:`read_forcing`.
 Parameter files
     Variable ``u`` (site, param) of scaled parameters in [0, 1] with a
     ``param`` coordinate holding the model's parameter names (MODELS.md).
@@ -27,22 +35,33 @@ Observation files
     (NaN-padded ragged profiles); ``depth`` (site, obs) node depth in m,
     ``soc`` (site, obs) SOC stock density in gC m-3, optional ``soc_sd``
     (site, obs) in gC m-3; optional ``site`` labels and ``lat``/``lon``.
-    Centimetres and kgC m-3 are converted on reading, percent is refused
-    (it needs the bulk density).  :func:`write_observations`,
+    Any length (cm, mm, ...) and any mass of carbon per volume (kgC m-3,
+    g cm-3 = 1e6 gC m-3, ...) are converted on reading with their exact
+    factors; percent and per-soil-mass units are refused (they need the bulk
+    density), and so are stocks per area (they need the layer thickness).
+    Without site labels the profiles are labelled 0..n-1 and pair with a
+    forcing file's sites in order.  :func:`write_observations`,
     :func:`read_observations`.
 
 Every problem with a file raises :class:`FileFormatError` (a ``ValueError``)
 whose message names the file, the variable and, where it applies, the site,
 and says how to fix it.  Problems with forcing values raise
 :class:`ForcingFileError`, which is also a :class:`soiljax.ForcingError`.
+Every reader refuses a file with 0 sites or with a repeated ``site`` label.
+The forcing and observation readers also check plausibility
+(``check_plausible=True``): an annual carbon input above
+:data:`ANNUAL_INPUT_MAX` (annual totals in every month?) or positive below
+:data:`ANNUAL_INPUT_MIN` gC m-2 yr-1 (a rate per second without units?), and
+observations below the model grid (cm read as m?), are errors; an annual
+input above :data:`ANNUAL_INPUT_HIGH` is a :class:`PlausibilityWarning`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -50,11 +69,23 @@ import equinox as eqx
 import numpy as np
 import xarray as xr
 
-from ._forcing import FORCING_UNITS, FORCING_VARIABLES, Forcing, ForcingError
+from . import _units
+from ._forcing import (
+    ANNUAL_INPUT_HIGH,
+    ANNUAL_INPUT_MAX,
+    ANNUAL_INPUT_MIN,
+    FORCING_UNITS,
+    FORCING_VARIABLES,
+    Forcing,
+    ForcingError,
+    PlausibilityWarning,
+    check_input_plausibility,
+)
 from ._grid import DZ, N_LAYERS, ZISOI, ZSOI
-from ._observations import OM_TO_SOC_HINT, ObservationError, Observations
+from ._observations import OM_TO_SOC_HINT, ObservationError, Observations, check_depth_plausibility
 from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
 from ._parts import parts_dir
+from ._sites import plain as _plain
 
 N_MONTHS = 12
 STOCK_DEPTHS: tuple[float, ...] = (0.3, 1.0, 2.0)
@@ -73,6 +104,18 @@ class ForcingFileError(FileFormatError, ForcingError):
 
 class ParamsFileError(FileFormatError):
     """A parameter file is malformed or holds values outside [0, 1]."""
+
+
+class OutputError(FileFormatError):
+    """An output file cannot be written: its path is a folder, its folder cannot be written, ..."""
+
+
+class OutputWriteError(OutputError):
+    """Writing an output file failed (a full disk, a quota, no permission); nothing half-written is left."""
+
+
+class OutputLockedError(OutputError):
+    """Another run is writing the same output (its lock file names it)."""
 
 
 # ---------------------------------------------------------------------------
@@ -118,17 +161,60 @@ def _open(path, kind: str, error: type[FileFormatError]) -> xr.Dataset:
     )
 
 
+_MEMORY_WRITES: dict[str, bool] = {}
+
+
+def _writes_to_memory(engine: str) -> bool:
+    """Whether this xarray can make a netCDF-4 file in memory with ``engine`` (xarray >= 2025.07.2)."""
+    if engine not in _MEMORY_WRITES:
+        try:
+            _MEMORY_WRITES[engine] = xr.Dataset({"x": ("d", [0])}).to_netcdf(engine=engine) is not None
+        except (ValueError, TypeError, NotImplementedError):  # older xarray: bytes only from scipy (netCDF-3)
+            _MEMORY_WRITES[engine] = False
+    return _MEMORY_WRITES[engine]
+
+
+_FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
 def _write(ds: xr.Dataset, path, encoding=None) -> Path:
-    """Write atomically: to a temporary file next to ``path``, then rename."""
+    """Write atomically: to a hidden temporary file next to ``path``, then rename.
+
+    The file is made in memory and then written with plain file I/O (it
+    takes memory of the file's size once more): HDF5 writing to disk carries
+    on after a failed write (a full disk) and crashes the interpreter with a
+    segmentation fault, whereas a failed write of bytes raises an
+    ``OSError``, which becomes a one-line :class:`OutputWriteError` naming
+    the file.  The temporary file (``.NAME.tmpPID``) is removed on failure;
+    its name carries the writer's process id, so a later run can tell the
+    leftovers of a killed writer (:func:`soiljax._parts.run_in_parts`
+    removes them).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = netcdf_engine()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        ds.to_netcdf(tmp, engine=netcdf_engine(), encoding=encoding)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if _writes_to_memory(engine):
+            image = ds.to_netcdf(engine=engine, encoding=encoding)
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+                fh.flush()
+                os.fsync(fh.fileno())  # a full disk can show only here (delayed allocation, network disks)
+        else:
+            ds.to_netcdf(tmp, engine=engine, encoding=encoding)
         os.replace(tmp, path)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        hint = ""
+        if exc.errno in _FULL_DISK_ERRNOS:
+            hint = " (the disk may be full, or a disk quota or file-size limit reached: free some space and run again)"
+        raise OutputWriteError(f"could not write {str(path)!r}: {reason}{hint}") from exc
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except OSError:  # renamed into place, never made, or the folder is gone
+            pass
     return path
 
 
@@ -136,117 +222,117 @@ def _write(ds: xr.Dataset, path, encoding=None) -> Path:
 # units
 # ---------------------------------------------------------------------------
 
-_DIMENSIONLESS = {"1", "", "-", "none", "unitless", "dimensionless", "fraction", "0-1", "ratio"}
-_KELVIN = {"k", "kelvin", "kelvins", "degk", "deg_k", "degrees_k", "degreek", "degree_kelvin"}
-_CELSIUS = {"c", "degc", "deg_c", "degrees_c", "degree_c", "degreesc", "celsius", "degree_celsius", "°c", "ºc"}
-_METRE = {"m", "meter", "meters", "metre", "metres"}
-_PERCENT = {"%", "percent", "pct", "percentage"}
-_INDEX = _DIMENSIONLESS | {"index", "layer", "level", "layer index", "count"}
-
-_TIME_UNITS = {
-    "s": "second", "sec": "second", "second": "second", "seconds": "second",
-    "d": "day", "day": "day", "days": "day",
-    "mon": "month", "month": "month", "months": "month",
-    "yr": "year", "y": "year", "a": "year", "year": "year", "years": "year",
-    "h": "hour", "hr": "hour", "hour": "hour", "hours": "hour",
-}  # fmt: skip
-_MASS_UNITS = {"g": 1.0, "gc": 1.0, "kg": 1e3, "kgc": 1e3, "mg": 1e-3, "mgc": 1e-3, "pg": 1e15, "tg": 1e12, "t": 1e6}
-_AREA_UNITS = {"m": 1.0, "cm": 1e-2, "km": 1e3, "ha": 100.0}
+_CARBON_INPUTS = ("CWD_INPUT", "LITR1_INPUT", "LITR2_INPUT", "LITR3_INPUT")
+_PER_TIME_ADVICE = {
+    "second": "it is a rate per second (as CLM history fields are): multiply each month by its length in seconds "
+    "(86400 x days in the month) to get the monthly total",
+    "minute": "it is a rate per minute: multiply each month by 1440 x its number of days",
+    "hour": "it is a rate per hour: multiply each month by 24 x its number of days",
+    "day": "it is a rate per day: multiply each month by its number of days",
+    "year": "it is per year: give each month's share of the annual total (e.g. divide an even rate by 12)",
+}
 
 
-def _norm_unit(unit: str) -> str:
-    return " ".join(str(unit).strip().lower().replace("**", "").replace("^", "").split())
+def _parse_unit(unit, *, carbon: bool = False):
+    """The pint quantity of a units attribute (see :mod:`soiljax._units`), or None if pint cannot read it."""
+    try:
+        return _units.parse(unit, carbon=carbon)
+    except _units.UnitParseError:
+        return None
 
 
-def _parse_flux_unit(unit: str):
-    """Parse strings like 'gC m-2 month-1', 'g C/m^2/s', 'kgC m-2 yr-1'.
+def _forcing_unit(name: str, unit) -> tuple[float, str | None]:
+    """(factor to :data:`FORCING_UNITS`, None), or (1, how to fix) when ``unit`` is refused.
 
-    Returns (mass factor to g, length unit, area exponent, time unit) or None.
+    Only the carbon inputs are converted (by a constant mass/area factor, per
+    month); every other variable must be in its unit of FORCING_UNITS.
     """
-    text = _norm_unit(unit).replace(" per ", "/")
-    mass = None
-    length = None
-    area_exp = 0
-    time = None
-    sign = 1
-    for chunk_i, chunk in enumerate(text.split("/")):
-        sign = 1 if chunk_i == 0 else -1
-        for token in chunk.split():
-            m = re.fullmatch(r"([a-z%°]+)(-?\d+)?", token)
-            if not m:
-                return None
-            name, exp = m.group(1), int(m.group(2) or 1) * sign
-            if name == "c" or name == "carbon":
-                continue
-            if name in _MASS_UNITS and exp == 1 and mass is None:
-                mass = _MASS_UNITS[name]
-            elif name in ("m2", "cm2", "km2"):  # 'm2' without a sign: area in the numerator or after '/'
-                length, area_exp = name[:-1], area_exp + 2 * (1 if exp > 0 else -1)
-            elif name in _AREA_UNITS and abs(exp) == 2:
-                length, area_exp = name, area_exp + exp
-            elif name in _TIME_UNITS and exp == -1 and time is None:
-                time = _TIME_UNITS[name]
-            else:
-                return None
-    if mass is None or length is None or area_exp != -2 or time is None:
-        return None
-    return mass, length, time
-
-
-def _unit_problem(name: str, unit) -> str | None:
-    """None if ``unit`` agrees with :data:`FORCING_UNITS`, else how to fix it."""
     want = FORCING_UNITS[name]
-    u = _norm_unit(unit)
+    if name in _CARBON_INPUTS:
+        return _carbon_input_unit(name, unit)
+    text = " ".join(str(unit).split()).lower()
+    if name == "nbedrock" and text in _units.WORDS_INDEX:
+        return 1.0, None
+    q = _parse_unit(unit)
     if want == "K":
-        if u in _KELVIN:
-            return None
-        if u in _CELSIUS:
-            return "is in degrees Celsius; TSOI must be in kelvin: add 273.15 and set units = 'K'"
-        return f"has units {unit!r}; TSOI must be in kelvin ('K')"
-    if name == "nbedrock":
-        return None if u in _INDEX else f"has units {unit!r}; nbedrock is a layer index (units '1')"
-    if want == "1":
-        if u in _DIMENSIONLESS:
-            return None
-        if u in _PERCENT:
-            return f"is in percent; {name} is a fraction in [0, 1]: divide by 100 and set units = '1'"
-        return f"has units {unit!r}; {name} is a dimensionless scalar in [0, 1] (units '1')"
+        if q is not None and _units.is_dim(q, "[temperature]"):
+            if _units.unit_name(q) == "kelvin" and q.magnitude == 1:
+                return 1.0, None
+            if _units.unit_name(q) == "degree_Celsius":
+                return 1.0, (
+                    f"has units {unit!r}, degrees Celsius; TSOI must be in kelvin: add 273.15 and set units = 'K'"
+                )
+        return 1.0, f"has units {unit!r}; TSOI must be in kelvin ('K')"
     if want == "m":
-        if u in _METRE:
-            return None
-        if u in ("cm", "centimeter", "centimeters", "centimetre", "centimetres"):
-            return f"is in centimetres; {name} must be in metres: divide by 100 and set units = 'm'"
-        return f"has units {unit!r}; {name} must be in metres ('m')"
-    if want == "%":
-        if u in _PERCENT:
-            return None
-        if u in _DIMENSIONLESS:
-            return "is a fraction; CELLSAND must be in percent sand: multiply by 100 and set units = '%'"
-        return f"has units {unit!r}; CELLSAND must be in percent sand ('%')"
-    # carbon inputs: gC m-2 month-1
-    parsed = _parse_flux_unit(str(unit))
-    if parsed is None:
-        return f"has units {unit!r}, which soiljax cannot interpret; {name} must be in '{want}' (monthly column total)"
-    mass, length, time = parsed
-    fixes = []
-    if mass != 1.0:
-        fixes.append(f"multiply by {mass:g} to get grams of carbon")
-    if length != "m":
-        fixes.append(f"convert the area from {length}2 to m2")
-    if time == "second":
-        fixes.append(
-            "it is a rate per second (as CLM history fields are): multiply each month by its length in "
-            "seconds (86400 x days in the month) to get the monthly total"
+        if q is not None and _units.is_dim(q, "[length]"):
+            f = _units.factor(q, "m")
+            if f == 1.0:
+                return 1.0, None
+            if f == 0.01:
+                return 1.0, (
+                    f"has units {unit!r}, centimetres; {name} must be in metres: divide by 100 and set units = 'm'"
+                )
+            return 1.0, f"has units {unit!r}; {name} must be in metres: multiply by {f:g} and set units = 'm'"
+        return 1.0, f"has units {unit!r}; {name} must be in metres ('m')"
+    dimensionless = q is not None and q.dimensionless
+    f = _units.factor(q, "") if dimensionless else None
+    if name == "nbedrock":
+        return (1.0, None) if f == 1.0 else (1.0, f"has units {unit!r}; nbedrock is a layer index (units '1')")
+    if want == "1":
+        if f == 1.0:
+            return 1.0, None
+        if f == 0.01:
+            return 1.0, (
+                f"has units {unit!r}, percent; {name} is a fraction in [0, 1]: divide by 100 and set units = '1'"
+            )
+        if f is not None:
+            return 1.0, f"has units {unit!r}; {name} is a fraction in [0, 1]: multiply by {f:g} and set units = '1'"
+        return 1.0, f"has units {unit!r}; {name} is a dimensionless scalar in [0, 1] (units '1')"
+    # CELLSAND, percent sand
+    if f == 0.01:
+        return 1.0, None
+    if f == 1.0:
+        return 1.0, (
+            f"has units {unit!r}, a fraction; CELLSAND must be in percent sand: multiply by 100 and set units = '%'"
         )
-    elif time == "day":
-        fixes.append("it is a rate per day: multiply each month by its number of days")
-    elif time == "year":
-        fixes.append("it is per year: give each month's share of the annual total (e.g. divide an even rate by 12)")
-    elif time == "hour":
-        fixes.append("it is a rate per hour: multiply each month by 24 x its number of days")
-    if not fixes:
-        return None
-    return f"has units {unit!r}; {name} must be in '{want}': " + "; ".join(fixes) + f", then set units = '{want}'"
+    if f is not None:
+        return 1.0, f"has units {unit!r}; CELLSAND must be in percent sand: multiply by {f * 100:g} and set units = '%'"
+    return 1.0, f"has units {unit!r}; CELLSAND must be in percent sand ('%')"
+
+
+def _carbon_input_unit(name: str, unit) -> tuple[float, str | None]:
+    """Factor from a carbon input's unit to gC m-2 month-1: any mass (of carbon) per area and month."""
+    want = FORCING_UNITS[name]
+    q = _parse_unit(unit, carbon=True)
+    if q is None:
+        return 1.0, (
+            f"has units {unit!r}, which soiljax cannot interpret; {name} must be in '{want}' (monthly column total; "
+            "another mass or area per month, such as 'kgC m-2 month-1', is converted on reading)"
+        )
+    if _units.is_dim(q, "[mass] / [length] ** 2"):
+        return 1.0, (
+            f"has units {unit!r}, with no time unit; {name} holds each month's total: if that is what the values "
+            f"are, set units = '{want}'"
+        )
+    if not _units.is_dim(q, "[mass] / [length] ** 2 / [time]"):
+        return 1.0, f"has units {unit!r}, not a mass of carbon per area and month; {name} must be in '{want}'"
+    times = _units.time_units(q)
+    if times == [("month", -1)]:
+        return _units.factor(q, "g / m ** 2 / month"), None
+    fixes = []
+    if len(times) == 1 and times[0][1] == -1:
+        per = times[0][0]
+        area = _units.factor(q * _units.registry().Quantity(1, per), "g / m ** 2")
+        if area != 1.0:
+            fixes.append(f"multiply by {area:g} to get gC m-2")
+        kind = next((k for k in _PER_TIME_ADVICE if per.endswith(k)), None)
+        fixes.append(_PER_TIME_ADVICE[kind] if kind else f"it is a rate per {per}: give each month's total")
+    else:
+        fixes.append("give each month's total")
+    return 1.0, (
+        f"has units {unit!r}; {name} must be in '{want}' (months have unequal lengths, so soiljax does not convert "
+        "rates): " + "; ".join(fixes) + f", then set units = '{want}'"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +347,9 @@ def _site_labels(n: int, site_id) -> np.ndarray:
     if labels.shape != (n,):
         raise ValueError(f"site_id must have one label per site ({n}), got shape {labels.shape}")
     if len(np.unique(labels)) != n:
-        raise ValueError("site_id labels must be unique")
+        text = [_plain(x) for x in labels]
+        dup = next(t for t in text if text.count(t) > 1)
+        raise ValueError(f"site_id labels must be unique; {dup} appears {text.count(dup)} times")
     return labels
 
 
@@ -409,13 +497,44 @@ def _labels_of(ds: xr.Dataset) -> np.ndarray | None:
     return None
 
 
-def forcing_from_dataset(ds: xr.Dataset, *, source: str = "forcing dataset") -> tuple[Forcing, xr.Dataset]:
+def _check_sites(n: int, labels, source: str, error: type[FileFormatError], kind: str) -> None:
+    """Refuse a file with no sites, and one whose ``site`` labels repeat (xarray's selection by
+    label, merging and pairing with other files all need unique labels)."""
+    if n == 0:
+        raise error(
+            f"{source}: the file holds 0 sites (dimension 'site' has length 0); a {kind} file needs at least one site"
+        )
+    if labels is None:
+        return
+    text = [_plain(x) for x in np.asarray(labels).reshape(-1)]
+    counts: dict[str, int] = {}
+    for t in text:
+        counts[t] = counts.get(t, 0) + 1
+    dupes = [t for t, c in counts.items() if c > 1]
+    if dupes:
+        others = f" ({len(dupes)} labels appear more than once)" if len(dupes) > 1 else ""
+        raise error(
+            f"{source}: site label {dupes[0]} appears {counts[dupes[0]]} times in 'site'{others}; every site needs "
+            "its own label: drop the repeated rows or relabel them"
+        )
+
+
+def forcing_from_dataset(
+    ds: xr.Dataset, *, source: str = "forcing dataset", check_plausible: bool = True
+) -> tuple[Forcing, xr.Dataset]:
     """Build a validated :class:`Forcing` from a dataset in the forcing-file layout.
 
     ``source`` names the data in error messages (the file name when called by
     :func:`read_forcing`).  Returns ``(forcing, sites)`` where ``sites`` holds
     the ``site`` coordinate, ``lat``/``lon`` if present, any other per-site
-    variables (e.g. ``zone``) and the file's global attributes.
+    variables (e.g. ``zone``) and the file's global attributes.  Carbon
+    inputs in another mass or area per month are converted (see the module
+    docstring).  Refuses a dataset with no sites or with repeated site
+    labels.  ``check_plausible`` runs
+    :func:`soiljax._forcing.check_input_plausibility`: an annual input above
+    :data:`ANNUAL_INPUT_MAX` or positive below :data:`ANNUAL_INPUT_MIN`
+    gC m-2 yr-1 raises, one above :data:`ANNUAL_INPUT_HIGH` warns
+    (:class:`PlausibilityWarning`); ``False`` skips both.
     """
     single = "site" not in ds.dims
     values = {}
@@ -426,17 +545,25 @@ def forcing_from_dataset(ds: xr.Dataset, *, source: str = "forcing dataset") -> 
         values[name] = _conform(ds, name, want, source, ForcingFileError)
         unit = ds[name].attrs.get("units")
         if unit is not None:
-            problem = _unit_problem(name, unit)
+            factor, problem = _forcing_unit(name, unit)
             if problem:
                 raise ForcingFileError(f"{source}: variable {name!r} {problem}")
+            if factor != 1.0:
+                values[name] = values[name] * factor
     if single:
         values = {k: v[None] for k, v in values.items()}
         ds = ds.expand_dims(site=1)
     labels = _labels_of(ds)
+    _check_sites(values["TSOI"].shape[0], labels, source, ForcingFileError, "forcing")
     try:
         forcing = Forcing.from_variables(values, site_labels=labels)
     except ForcingError as exc:
         raise ForcingFileError(f"{source}: {exc}") from None
+    if check_plausible:
+        try:
+            check_input_plausibility(forcing, labels, where=source)
+        except ForcingError as exc:
+            raise ForcingFileError(str(exc)) from None
     keep = [v for v in ds.variables if v not in FORCING_VARIABLES and ds[v].dims == ("site",)]
     sites = ds[keep].copy() if keep else xr.Dataset(coords={"site": ds["site"] if "site" in ds.coords else np.arange(forcing.batch_shape[0])})
     if "site" not in sites.coords:
@@ -445,7 +572,7 @@ def forcing_from_dataset(ds: xr.Dataset, *, source: str = "forcing dataset") -> 
     return forcing, sites
 
 
-def read_forcing(path) -> tuple[Forcing, xr.Dataset]:
+def read_forcing(path, *, check_plausible: bool = True) -> tuple[Forcing, xr.Dataset]:
     """Read and validate a forcing file.
 
     Returns ``(forcing, sites)``: a :class:`Forcing` with a leading site axis
@@ -453,10 +580,11 @@ def read_forcing(path) -> tuple[Forcing, xr.Dataset]:
     ``lon`` when the file has them, other per-site variables, and the file's
     global attributes.  Dimensions in another order are transposed; a file
     without a ``site`` dimension is read as one site.  Raises
-    :class:`ForcingFileError` naming the file, variable and site.
+    :class:`ForcingFileError` naming the file, variable and site;
+    ``check_plausible`` as :func:`forcing_from_dataset`.
     """
     ds = _open(path, "forcing", ForcingFileError)
-    return forcing_from_dataset(ds, source=f"forcing file {str(path)!r}")
+    return forcing_from_dataset(ds, source=f"forcing file {str(path)!r}", check_plausible=check_plausible)
 
 
 # ---------------------------------------------------------------------------
@@ -536,6 +664,8 @@ def params_from_dataset(ds: xr.Dataset, model_or_space, *, source="parameter dat
     if set(var.dims) != {"site", "param"}:
         raise ParamsFileError(f"{source}: variable 'u' has dimensions {var.dims}, expected ('site', 'param')")
     var = var.transpose("site", "param")
+    site_coord = _labels_of(ds) if "site" in ds.coords and ds["site"].size == var.sizes["site"] else None
+    _check_sites(var.sizes["site"], site_coord, source, ParamsFileError, "parameter")
     if "param" not in ds.coords:
         raise ParamsFileError(
             f"{source}: 'u' has no 'param' coordinate; add one with the {space.model} parameter names "
@@ -567,7 +697,7 @@ def params_from_dataset(ds: xr.Dataset, model_or_space, *, source="parameter dat
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise ParamsFileError(
-            f"{source}: u of parameter {space.names[j]!r} at site {labels[i]!s} is {u[i, j]!r}; "
+            f"{source}: u of parameter {space.names[j]!r} at site {_plain(labels[i])} is {float(u[i, j])}; "
             f"every u must be a finite number ({int(bad.sum())} value(s) are not)"
         )
     if check_bounds:
@@ -575,23 +705,29 @@ def params_from_dataset(ds: xr.Dataset, model_or_space, *, source="parameter dat
         if bad.any():
             i, j = np.argwhere(bad)[0]
             raise ParamsFileError(
-                f"{source}: u of parameter {space.names[j]!r} at site {labels[i]!s} is {u[i, j]:g}, outside "
-                f"[0, 1] ({int(bad.sum())} value(s) outside); u is the scaled value "
+                f"{source}: u of parameter {space.names[j]!r} at site {_plain(labels[i])} is {float(u[i, j]):g}, "
+                f"outside [0, 1] ({int(bad.sum())} value(s) outside); u is the scaled value "
                 f"(lo + u (hi - lo)), not the physical one -- convert with {space.model}_SPACE.to_u"
             )
     return u
 
 
-def read_params(path, model_or_space, *, check_bounds: bool = True) -> np.ndarray:
+def read_params(path, model_or_space, *, check_bounds: bool = True, with_sites: bool = False):
     """Read scaled parameters (site, param), reordered to the model's parameter order.
 
     Raises :class:`ParamsFileError` on a missing file or variable, unknown or
     missing names, non-finite values or (with ``check_bounds``) values outside
     [0, 1].  ``check_bounds=False`` admits values outside the prior such as
-    CLM5's default efolding of 10 m (u = 10).
+    CLM5's default efolding of 10 m (u = 10).  ``with_sites=True`` returns
+    ``(u, labels)``: the file's site labels, or None when it has none, to
+    pair its rows with another file's sites (:func:`soiljax._sites.pair_sites`).
     """
     ds = _open(path, "parameter", ParamsFileError)
-    return params_from_dataset(ds, model_or_space, source=f"parameter file {str(path)!r}", check_bounds=check_bounds)
+    u = params_from_dataset(ds, model_or_space, source=f"parameter file {str(path)!r}", check_bounds=check_bounds)
+    if not with_sites:
+        return u
+    labels = np.asarray(ds["site"].values) if "site" in ds.coords and ds["site"].size == u.shape[0] else None
+    return u, labels
 
 
 # ---------------------------------------------------------------------------
@@ -755,13 +891,32 @@ def read_results(path) -> xr.Dataset:
     return ds
 
 
-def _fingerprint(model, u: np.ndarray, forcing: Forcing, batch_size: int) -> str:
+def hash_sites(h, sites: xr.Dataset | None) -> None:
+    """Feed the per-site metadata that ends up in a result file (labels, lat/lon, other
+    variables on ``site``) to the hash ``h``: a resumed run must not mix two sets of sites."""
+    if sites is None:
+        h.update(b"no sites")
+        return
+    for key in sorted(map(str, sites.variables)):
+        if sites[key].dims != ("site",):
+            continue
+        values = np.asarray(sites[key].values)
+        h.update(key.encode())
+        h.update(str(values.dtype).encode())
+        h.update(values.astype(str).tobytes() if values.dtype.kind in "OUSM" else np.ascontiguousarray(values).tobytes())
+
+
+def _fingerprint(model, u: np.ndarray, forcing: Forcing, batch_size: int, sites=None, attrs=None) -> str:
+    """Everything a result file is computed from or carries: model, parameters,
+    forcing, batch size, site labels and coordinates, and the caller's attributes."""
     h = hashlib.sha256()
     h.update(repr(sorted(_model_attrs(model).items())).encode())
     h.update(str(batch_size).encode())
     h.update(np.ascontiguousarray(u).tobytes())
     for arr in forcing.variables().values():
         h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
+    hash_sites(h, sites)
+    h.update(repr(sorted((str(k), str(v)) for k, v in (attrs or {}).items())).encode())
     return h.hexdigest()
 
 
@@ -822,7 +977,7 @@ def simulate_to_file(
         return merged
 
     try:
-        return run_in_parts(path, n=n, batch_size=batch_size, fingerprint=_fingerprint(model, u, forcing, batch_size),
+        return run_in_parts(path, n=n, batch_size=batch_size, fingerprint=_fingerprint(model, u, forcing, batch_size, sites, attrs),
                             compute=compute, write=_write, required="state", resume=resume, progress=progress,
                             desc=f"{_model_name(model)} batches", finalize=finalize)
     except PartsMismatchError as exc:
@@ -833,9 +988,16 @@ def simulate_to_file(
 
 
 __all__ = [
+    "ANNUAL_INPUT_HIGH",
+    "ANNUAL_INPUT_MAX",
+    "ANNUAL_INPUT_MIN",
     "FileFormatError",
     "ForcingFileError",
+    "OutputError",
+    "OutputLockedError",
+    "OutputWriteError",
     "ParamsFileError",
+    "PlausibilityWarning",
     "STOCK_DEPTHS",
     "forcing_dataset",
     "forcing_from_dataset",
@@ -871,42 +1033,44 @@ _OBS_LONG_NAMES = {
     "soc": "soil organic carbon stock density",
     "soc_sd": "standard deviation of soc",
 }
-_CENTIMETRE = {"cm", "centimeter", "centimeters", "centimetre", "centimetres"}
-_MILLIMETRE = {"mm", "millimeter", "millimeters", "millimetre", "millimetres"}
-# carbon stock density, spelled without spaces after _norm_unit
-_GC_M3 = {"gcm-3", "gc/m3", "gm-3c", "gcarbonm-3"}
-_KGC_M3 = {"kgcm-3", "kgc/m3"}
-_PER_MASS = {"g/kg", "gkg-1", "gc/kg", "gckg-1", "mg/g", "mgg-1", "permille", "‰", "g/100g"}
-_PER_AREA = {"gcm-2", "gc/m2", "kgcm-2", "kgc/m2", "tc/ha", "mgc/ha", "gm-2", "kgm-2"}
+_ANY_LENGTH = "(or another length such as 'cm', converted on reading)"
 
 
 def _obs_unit_factor(name: str, unit) -> tuple[float, str | None]:
-    """(factor to the file unit of :data:`OBSERVATION_UNITS`, problem or None)."""
-    u = _norm_unit(unit)
+    """(factor to the file unit of :data:`OBSERVATION_UNITS`, problem or None).
+
+    Depth: any length.  soc, soc_sd: any mass (of carbon) per volume; contents
+    per soil mass (%, g/kg) and stocks per area are refused with the conversion.
+    """
     if name == "depth":
-        if u in _METRE:
-            return 1.0, None
-        if u in _CENTIMETRE:
-            return 0.01, None
-        if u in _MILLIMETRE:
-            return 0.001, None
-        return 1.0, f"has units {unit!r}; depth must be in 'm' (or 'cm', which is divided by 100 on reading)"
-    compact = u.replace(" ", "")
-    if compact in _GC_M3:
-        return 1.0, None
-    if compact in _KGC_M3:
-        return 1000.0, None
-    if u in _PERCENT or compact.startswith("%") or compact in _PER_MASS:
+        q = _parse_unit(unit)
+        if q is None:
+            return 1.0, f"has units {unit!r}, which soiljax cannot interpret; depth must be in 'm' {_ANY_LENGTH}"
+        if _units.is_dim(q, "[length]"):
+            return _units.factor(q, "m"), None
+        return 1.0, f"has units {unit!r}, which is not a length; depth must be in 'm' {_ANY_LENGTH}"
+    q = _parse_unit(unit, carbon=True)
+    if q is None:
         return 1.0, (
-            f"has units {unit!r}, a content per soil mass, not a stock density: {OM_TO_SOC_HINT}; "
+            f"has units {unit!r}, which soiljax cannot interpret; {name} must be in 'gC m-3' (or another mass of "
+            "carbon per volume such as 'kgC m-3' or 'g cm-3', converted on reading)"
+        )
+    if _units.is_dim(q, "[mass] / [length] ** 3"):
+        return _units.factor(q, "g / m ** 3"), None
+    if q.dimensionless:
+        return 1.0, (
+            f"has units {unit!r}, a content per soil mass (or a fraction), not a stock density: {OM_TO_SOC_HINT}; "
             "then set units = 'gC m-3'"
         )
-    if compact in _PER_AREA:
+    if _units.is_dim(q, "[mass] / [length] ** 2"):
         return 1.0, (
             f"has units {unit!r}, a stock per area; divide each layer's stock by its thickness (m) to get "
             "gC m-3 and set units = 'gC m-3'"
         )
-    return 1.0, f"has units {unit!r}, which soiljax cannot interpret; {name} must be in 'gC m-3' (or 'kgC m-3')"
+    return 1.0, (
+        f"has units {unit!r}, which is not a stock density (a mass of carbon per volume); {name} must be in "
+        "'gC m-3' (or another mass per volume such as 'kgC m-3', converted on reading)"
+    )
 
 
 def observations_dataset(
@@ -993,19 +1157,26 @@ def observations_from_dataset(
     source: str = "observation dataset",
     min_layers: int = 2,
     check_units: bool = True,
+    check_plausible: bool = True,
 ) -> tuple[Observations, xr.Dataset]:
     """Build validated :class:`Observations` from a dataset in the observation-file layout.
 
-    Depths in cm (or mm) are converted to m (divided by 100, or 1000) and
-    SOC in kgC m-3 to gC m-3 (multiplied by 1000); percent, g/kg and
-    per-area units are refused with the conversion to apply.  A variable
-    without a ``units`` attribute is taken to be in :data:`OBSERVATION_UNITS`.
-    ``depth`` may be (obs,) when all sites share the depths; a dataset
-    without a ``site`` dimension is one site.  ``min_layers`` and
-    ``check_units`` are those of :meth:`Observations.from_arrays`.  Returns
-    ``(obs, sites)``: ``sites`` is the metadata, the per-site variables
-    (``site`` labels, ``lat``/``lon`` and others on ``site``) and the global
-    attributes, without the profile arrays.
+    Depths in any length unit (cm, mm, ...) are converted to m, and SOC in
+    any mass of carbon per volume (kgC m-3, g cm-3, ...) to gC m-3, each with
+    its exact factor; percent, g/kg and per-area units are refused with the
+    conversion to apply.  A variable without a ``units`` attribute is taken
+    to be in :data:`OBSERVATION_UNITS`.  ``depth`` may be (obs,) when all
+    sites share the depths; a dataset without a ``site`` dimension is one
+    site.  A dataset with no sites, or with repeated ``site`` labels, is
+    refused.  ``min_layers`` and ``check_units`` are those of
+    :meth:`Observations.from_arrays`; ``check_plausible`` refuses usable
+    layers below the bottom of the model grid (8.6 m; usually a profile in
+    cm read as m, :func:`soiljax._observations.check_depth_plausibility`).
+    Returns ``(obs, sites)``: ``sites`` is the metadata, the per-site
+    variables (``site`` labels, ``lat``/``lon`` and others on ``site``) and
+    the global attributes, without the profile arrays.  A dataset without
+    site labels gets the labels 0..n-1 (positions: its profiles pair with a
+    forcing file's sites in order).
     """
     for name in ("depth", "soc"):
         if name not in ds.variables:
@@ -1014,6 +1185,8 @@ def observations_from_dataset(
                 f"soc (site, obs) in gC m-3 (soc_sd optional)" + _case_hint(ds, name)
             )
     single = "site" not in ds.dims
+    if not single:
+        _check_sites(ds.sizes["site"], _labels_of(ds), source, ObservationFileError, "observation")
     depth = _obs_values(ds, "depth", single, source)
     soc = _obs_values(ds, "soc", single, source)
     sd = _obs_values(ds, "soc_sd", single, source) if "soc_sd" in ds.variables else None
@@ -1022,6 +1195,8 @@ def observations_from_dataset(
     labels = _labels_of(ds)
     try:
         obs = Observations.from_arrays(depth, soc, sd, labels, min_layers=min_layers, check_units=check_units)
+        if check_plausible:
+            check_depth_plausibility(depth, soc, labels)
     except ObservationError as exc:
         raise ObservationFileError(f"{source}: {exc}") from None
     keep = [v for v in ds.variables if v not in ("depth", "soc", "soc_sd", "obs") and ds[v].dims == ("site",)]
@@ -1032,7 +1207,9 @@ def observations_from_dataset(
     return obs, sites
 
 
-def read_observations(path, *, min_layers: int = 2, check_units: bool = True) -> tuple[Observations, xr.Dataset]:
+def read_observations(
+    path, *, min_layers: int = 2, check_units: bool = True, check_plausible: bool = True
+) -> tuple[Observations, xr.Dataset]:
     """Read and validate an observation file.
 
     Returns ``(obs, sites)``: :class:`Observations` with a leading site axis
@@ -1041,10 +1218,12 @@ def read_observations(path, *, min_layers: int = 2, check_units: bool = True) ->
     attributes; not the profile arrays, which are in ``obs``).  Raises
     :class:`ObservationFileError` (a :class:`FileFormatError` and an
     :class:`soiljax.ObservationError`) naming the file, variable and site.
+    Keywords as :func:`observations_from_dataset`.
     """
     ds = _open(path, "observation", ObservationFileError)
     return observations_from_dataset(
-        ds, source=f"observation file {str(path)!r}", min_layers=min_layers, check_units=check_units
+        ds, source=f"observation file {str(path)!r}", min_layers=min_layers, check_units=check_units,
+        check_plausible=check_plausible,
     )
 
 

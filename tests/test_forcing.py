@@ -83,3 +83,13 @@ def test_missing_variable_from_mapping():
     variables = {k: v for k, v in Forcing(**_good()).variables().items() if k != "FPI_vr"}
     with pytest.raises(ForcingError, match="missing variable.*FPI_vr"):
         Forcing.from_variables(variables)
+
+
+def test_messages_print_plain_values():
+    kwargs = _good()
+    kwargs["litr1_input"] = kwargs["litr1_input"].copy()
+    kwargs["litr1_input"][2, 4] = np.nan
+    with pytest.raises(ForcingError) as info:
+        Forcing(**kwargs, site_labels=np.array(["A", "B", "C"]))
+    msg = str(info.value)
+    assert msg.startswith("site C: LITR1_INPUT") and "value nan at month 5" in msg and "np." not in msg, msg

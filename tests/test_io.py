@@ -80,10 +80,10 @@ def test_units_spelled_differently_are_accepted(sites, forcing_file):
     # every spelling above means the file's own unit: the values must come back unchanged (factor 1)
     back, _ = io.read_forcing(_rewrite(forcing_file, edit))
     _same_forcing(sites[0], back)
-    # a spelling of another unit is not read with factor 1: it is refused with the factor to apply
-    with pytest.raises(io.ForcingFileError, match="multiply by 1000"):
-        io.read_forcing(_rewrite(forcing_file, lambda ds: ds.assign(
-            CWD_INPUT=(ds.CWD_INPUT / 1000).assign_attrs(units="kgC m-2 month-1"))))
+    # a spelling of another mass or area is not read with factor 1: it is converted with its factor
+    back, _ = io.read_forcing(_rewrite(forcing_file, lambda ds: ds.assign(
+        CWD_INPUT=(ds.CWD_INPUT / 1000).assign_attrs(units="kgC m-2 month-1"))))
+    np.testing.assert_allclose(np.asarray(back.cwd_input), np.asarray(sites[0].cwd_input), rtol=1e-14)
 
 
 @pytest.mark.parametrize(
@@ -104,8 +104,8 @@ def test_units_spelled_differently_are_accepted(sites, forcing_file):
             ["'LITR2_INPUT'", "per year"],
         ),
         (
-            lambda ds: ds.assign(LITR3_INPUT=(ds.LITR3_INPUT / 1000).assign_attrs(units="kgC m-2 month-1")),
-            ["'LITR3_INPUT'", "multiply by 1000"],
+            lambda ds: ds.assign(LITR3_INPUT=(ds.LITR3_INPUT / 1000).assign_attrs(units="kgC m-2 d-1")),
+            ["'LITR3_INPUT'", "multiply by 1000", "per day"],
         ),
         (lambda ds: ds.assign(W_SCALAR=(ds.W_SCALAR * 100).assign_attrs(units="%")), ["'W_SCALAR'", "divide by 100"]),
         (lambda ds: ds.assign(ALTMAX=ds.ALTMAX.assign_attrs(units="furlong")), ["'ALTMAX'", "metres"]),
@@ -133,6 +133,203 @@ def test_bad_forcing_files(forcing_file, edit, patterns):
         io.read_forcing(path)
     for p in patterns:
         assert p in str(err.value), str(err.value)
+
+
+# --- units: every spelling the forcing reader accepts, with its true factor written out by hand -----------
+# (variable, units attribute, factor from that unit to the unit of FORCING_UNITS)
+ACCEPTED_FORCING_UNITS = [
+    ("CWD_INPUT", "gC m-2 month-1", 1.0),
+    ("CWD_INPUT", "g C m-2 month-1", 1.0),
+    ("CWD_INPUT", "gC/m2/month", 1.0),
+    ("CWD_INPUT", "g C/m^2/month", 1.0),
+    ("CWD_INPUT", "gC m^-2 month^-1", 1.0),
+    ("CWD_INPUT", "g C/m**2/month", 1.0),
+    ("CWD_INPUT", "gC m-2 mon-1", 1.0),
+    ("CWD_INPUT", "gC per m2 per month", 1.0),
+    ("CWD_INPUT", "g m-2 month-1", 1.0),  # the variable says it is carbon (CF style)
+    ("CWD_INPUT", "g carbon m-2 month-1", 1.0),
+    ("LITR1_INPUT", "kgC m-2 month-1", 1e3),
+    ("LITR1_INPUT", "kg C m-2 month-1", 1e3),
+    ("LITR1_INPUT", "kg m-2 month-1", 1e3),
+    ("LITR2_INPUT", "mgC m-2 month-1", 1e-3),  # milligrams
+    ("LITR2_INPUT", "MgC m-2 month-1", 1e6),  # megagrams: case matters
+    ("LITR2_INPUT", "MgC ha-1 month-1", 100.0),
+    ("LITR3_INPUT", "tC/ha/month", 100.0),
+    ("LITR3_INPUT", "t C ha-1 month-1", 100.0),
+    ("LITR3_INPUT", "gC cm-2 month-1", 1e4),
+    ("LITR3_INPUT", "kgC km-2 month-1", 1e-3),
+    ("TSOI", "K", 1.0),
+    ("TSOI", "kelvin", 1.0),
+    ("TSOI", "degK", 1.0),
+    ("TSOI", "deg_K", 1.0),
+    ("W_SCALAR", "1", 1.0),
+    ("W_SCALAR", "", 1.0),
+    ("O_SCALAR", "-", 1.0),
+    ("O_SCALAR", "dimensionless", 1.0),
+    ("FPI_vr", "unitless", 1.0),
+    ("FPI_vr", "fraction", 1.0),
+    ("FPI_vr", "0-1", 1.0),
+    ("ALTMAX", "m", 1.0),
+    ("ALTMAX", "metre", 1.0),
+    ("ALTMAX_LASTYEAR", "meters", 1.0),
+    ("nbedrock", "1", 1.0),
+    ("nbedrock", "index", 1.0),
+    ("nbedrock", "count", 1.0),
+    ("CELLSAND", "%", 1.0),
+    ("CELLSAND", "percent", 1.0),
+    ("CELLSAND", "pct", 1.0),
+]
+
+
+@pytest.mark.parametrize(("name", "unit", "factor"), ACCEPTED_FORCING_UNITS)
+def test_forcing_units_are_read_with_their_true_factor(sites, forcing_file, name, unit, factor):
+    forcing, _ = sites
+    path = _rewrite(forcing_file, lambda ds: ds.assign({name: (ds[name] / factor).assign_attrs(units=unit)}))
+    back, _ = io.read_forcing(path)
+    got = np.asarray(back.variables()[name])
+    np.testing.assert_allclose(got, np.asarray(forcing.variables()[name]), rtol=1e-13, atol=0)
+
+
+# (variable, units attribute, words the refusal must contain)
+REFUSED_FORCING_UNITS = [
+    ("CWD_INPUT", "gC m-2 s-1", ["per second", "86400"]),
+    ("CWD_INPUT", "g C/m^2/s", ["per second"]),
+    ("CWD_INPUT", "gC m-2 d-1", ["per day"]),
+    ("CWD_INPUT", "gC m-2 day-1", ["per day"]),
+    ("CWD_INPUT", "gC m-2 h-1", ["per hour"]),
+    ("CWD_INPUT", "gC m-2 yr-1", ["per year"]),
+    ("CWD_INPUT", "kgC m-2 s-1", ["per second", "multiply by 1000"]),
+    ("CWD_INPUT", "gC m-2", ["no time unit"]),
+    ("CWD_INPUT", "gC m-3 month-1", ["gC m-2 month-1"]),
+    ("CWD_INPUT", "gN m-2 month-1", ["cannot interpret"]),
+    ("CWD_INPUT", "gc m-2 month-1", ["cannot interpret"]),  # case matters: 'gc' is no unit
+    ("CWD_INPUT", "bananas", ["cannot interpret"]),
+    ("TSOI", "degC", ["Celsius", "add 273.15"]),
+    ("TSOI", "C", ["Celsius"]),
+    ("TSOI", "degF", ["kelvin"]),
+    ("TSOI", "m", ["kelvin"]),
+    ("W_SCALAR", "%", ["percent", "divide by 100"]),
+    ("O_SCALAR", "K", ["dimensionless"]),
+    ("ALTMAX", "cm", ["centimetres", "divide by 100"]),
+    ("ALTMAX", "mm", ["metres", "0.001"]),
+    ("ALTMAX", "furlong", ["metres"]),
+    ("ALTMAX_LASTYEAR", "kg", ["metres"]),
+    ("nbedrock", "m", ["layer index"]),
+    ("CELLSAND", "1", ["fraction", "multiply by 100"]),
+    ("CELLSAND", "kg", ["percent sand"]),
+]
+
+
+@pytest.mark.parametrize(("name", "unit", "words"), REFUSED_FORCING_UNITS)
+def test_forcing_units_that_are_refused(forcing_file, name, unit, words):
+    path = _rewrite(forcing_file, lambda ds: ds.assign({name: ds[name].assign_attrs(units=unit)}))
+    with pytest.raises(io.ForcingFileError) as err:
+        io.read_forcing(path)
+    msg = str(err.value)
+    assert "edited.nc" in msg and f"'{name}'" in msg and repr(unit) in msg, msg
+    for w in words:
+        assert w in msg, (w, msg)
+    assert "\n" not in msg
+
+
+# --- plausibility, duplicate and missing sites ---------------------------------------------------------------
+
+
+def _scale_inputs(ds, factor):
+    names = ("CWD_INPUT", "LITR1_INPUT", "LITR2_INPUT", "LITR3_INPUT")
+    return ds.assign({n: (ds[n] * factor).assign_attrs(ds[n].attrs) for n in names})
+
+
+def test_annual_totals_in_every_month_are_refused(sites, forcing_file):
+    forcing, info = sites
+    annual = np.asarray(forcing.annual_input).sum(-1)
+    too_big = info["site"].values[annual * 12 > io.ANNUAL_INPUT_MAX]
+    assert 1 < len(too_big) < N  # the check must name the sites above the bound, not all
+    path = _rewrite(forcing_file, lambda ds: _scale_inputs(ds, 12.0))
+    with pytest.raises(io.ForcingFileError) as err:
+        io.read_forcing(path)
+    msg = str(err.value)
+    assert "edited.nc" in msg and f"site {too_big[0]} (and {len(too_big) - 1} more site(s))" in msg, msg
+    assert "annual totals" in msg and "check_plausible=False" in msg and "np." not in msg
+    back, _ = io.read_forcing(path, check_plausible=False)  # the way round it for genuine data
+    np.testing.assert_allclose(np.asarray(back.cwd_input), 12 * np.asarray(forcing.cwd_input), rtol=1e-14)
+
+
+def test_per_second_inputs_without_units_are_refused(sites, forcing_file):
+    forcing, info = sites
+
+    def edit(ds):
+        ds = _scale_inputs(ds, 1.0 / (86400 * 30))
+        for n in ("CWD_INPUT", "LITR1_INPUT", "LITR2_INPUT", "LITR3_INPUT"):
+            del ds[n].attrs["units"]
+        return ds
+
+    with pytest.raises(io.ForcingFileError) as err:
+        io.read_forcing(_rewrite(forcing_file, edit))
+    msg = str(err.value)
+    assert f"site {info['site'].values[0]} (and {N - 1} more site(s))" in msg, msg
+    assert "per second" in msg and "check_plausible=False" in msg
+
+
+def test_high_but_possible_input_warns_and_zero_input_is_accepted(sites, forcing_file):
+    forcing, info = sites
+    annual = np.asarray(forcing.annual_input).sum(-1)
+
+    def edit(ds):
+        scale = np.ones(N)
+        scale[2] = 4000.0 / annual[2]  # above the most productive ecosystems, below the error bound
+        scale[5] = 0.0  # bare ground: no input at all
+        return _scale_inputs(ds, xr.DataArray(scale, dims="site"))
+
+    path = _rewrite(forcing_file, edit)
+    with pytest.warns(io.PlausibilityWarning) as record:
+        back, _ = io.read_forcing(path)
+    assert len(record) == 1
+    msg = str(record[0].message)
+    assert "edited.nc" in msg and f"site {info['site'].values[2]}" in msg and "4000" in msg and "more site" not in msg
+    np.testing.assert_allclose(float(np.asarray(back.annual_input)[2].sum()), 4000.0, rtol=1e-12)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        io.read_forcing(path, check_plausible=False)  # silenced: no warning
+
+
+def test_duplicate_site_labels_are_refused(forcing_file, tmp_path):
+    def edit(ds):
+        labels = ds["site"].values.copy()
+        labels[5] = labels[3]
+        return ds.assign_coords(site=labels)
+
+    path = _rewrite(forcing_file, edit)
+    with pytest.raises(io.ForcingFileError) as err:
+        io.read_forcing(path)
+    msg = str(err.value)
+    assert "edited.nc" in msg and "'site'" in msg and "syn4_000003" in msg and "np.str_" not in msg, msg
+    # parameter files too
+    ds = io.params_dataset(np.full((3, sj.CLM5_SPACE.size), 0.5), "clm5", site_id=["a", "b", "c"])
+    ds.assign_coords(site=["a", "b", "a"]).to_netcdf(tmp_path / "p.nc")  # soiljax itself never writes this
+    with pytest.raises(io.ParamsFileError, match=r"p\.nc.*site label a appears 2 times"):
+        io.read_params(tmp_path / "p.nc", "clm5")
+
+
+def test_writers_refuse_duplicate_labels_naming_one(sites):
+    forcing, _ = sites
+    labels = np.array([f"s{i}" for i in range(N)])
+    labels[7] = labels[2]
+    with pytest.raises(ValueError, match=r"^site_id labels must be unique; s2 appears 2 times$"):
+        io.forcing_dataset(forcing, site_id=labels)
+
+
+def test_files_without_sites_are_refused(sites, forcing_file, tmp_path):
+    path = tmp_path / "empty.nc"
+    xr.open_dataset(forcing_file).load().isel(site=slice(0, 0)).to_netcdf(path, engine=io.netcdf_engine())
+    with pytest.raises(io.ForcingFileError, match=r"empty\.nc.*0 sites"):
+        io.read_forcing(path)
+    ds = io.params_dataset(np.full((3, sj.CLM5_SPACE.size), 0.5), "clm5").isel(site=slice(0, 0))
+    ds.to_netcdf(tmp_path / "p0.nc", engine=io.netcdf_engine())
+    with pytest.raises(io.ParamsFileError, match=r"p0\.nc.*0 sites"):
+        io.read_params(tmp_path / "p0.nc", "clm5")
 
 
 def test_nan_names_file_variable_and_site(sites, forcing_file):

@@ -209,8 +209,8 @@ def test_reading_converts_cm_and_kg(tmp_path):
         ({"soc_units": "percent"}, ["'soc'", "1.724"]),
         ({"soc_units": "g/kg"}, ["'soc'", "bulk density"]),
         ({"soc_units": "kgC m-2"}, ["'soc'", "stock per area", "thickness"]),
-        ({"soc_units": "furlongs"}, ["'soc'", "cannot interpret", "gC m-3"]),
-        ({"depth_units": "ft"}, ["'depth'", "'m'"]),
+        ({"soc_units": "bananas"}, ["'soc'", "cannot interpret", "gC m-3"]),
+        ({"depth_units": "kg"}, ["'depth'", "'m'"]),
     ],
 )
 def test_reading_rejects_units(tmp_path, kwargs, words):
@@ -222,6 +222,137 @@ def test_reading_rejects_units(tmp_path, kwargs, words):
     for w in words:
         assert w in msg, (w, msg)
     assert isinstance(info.value, sj.ObservationError) and isinstance(info.value, sj.io.FileFormatError)
+
+
+# every units attribute the observation reader accepts, with its true factor written out by hand:
+# (variable, units, factor from that unit to OBSERVATION_UNITS: m for depth, gC m-3 for soc and soc_sd)
+ACCEPTED_OBS_UNITS = [
+    ("depth", "m", 1.0),
+    ("depth", "metres", 1.0),
+    ("depth", "cm", 0.01),
+    ("depth", "centimeters", 0.01),
+    ("depth", "mm", 0.001),
+    ("depth", "dm", 0.1),
+    ("depth", "ft", 0.3048),
+    ("depth", "inch", 0.0254),
+    ("soc", "gC m-3", 1.0),
+    ("soc", "g C m-3", 1.0),
+    ("soc", "gC/m3", 1.0),
+    ("soc", "gC m^-3", 1.0),
+    ("soc", "gC/m**3", 1.0),
+    ("soc", "g m-3", 1.0),  # the variable says it is carbon (CF style)
+    ("soc", "kgC m-3", 1e3),
+    ("soc", "kg C m-3", 1e3),
+    ("soc", "kgC/m3", 1e3),
+    ("soc", "kg m-3", 1e3),
+    ("soc", "g cm-3", 1e6),  # grams per cubic centimetre, not gC m-3
+    ("soc", "gC cm-3", 1e6),
+    ("soc", "mg cm-3", 1e3),
+    ("soc", "mgC cm-3", 1e3),
+    ("soc", "MgC m-3", 1e6),  # megagrams: case matters
+    ("soc", "mgC m-3", 1e-3),  # milligrams
+    ("soc", "kg dm-3", 1e6),
+    ("soc", "g L-1", 1e3),
+    ("soc", "tC m-3", 1e6),
+    ("soc_sd", "gC m-3", 1.0),
+    ("soc_sd", "kgC m-3", 1e3),
+    ("soc_sd", "g cm-3", 1e6),
+]
+
+
+@pytest.mark.parametrize("name, unit, factor", ACCEPTED_OBS_UNITS)
+def test_units_are_read_with_their_true_factor(tmp_path, name, unit, factor):
+    d, s = _ragged()
+    sd = np.where(np.isfinite(s), 0.1 * s, NAN)
+    true = {"depth": d, "soc": s, "soc_sd": sd}
+    units = {"depth": "m", "soc": "gC m-3", "soc_sd": "gC m-3"}
+    units[name] = unit
+    data = {k: (("site", "obs"), v / factor if k == name else v, {"units": units[k]}) for k, v in true.items()}
+    path = tmp_path / "units.nc"
+    xr.Dataset(data, coords={"site": ["a", "b", "c"]}).to_netcdf(path)
+    obs, _ = read_observations(path)
+    np.testing.assert_allclose(np.asarray(getattr(obs, name)), true[name], rtol=1e-13, atol=0)
+
+
+# every units attribute refused, with words its message must hold
+REFUSED_OBS_UNITS = [
+    ("soc", "%", ["content per soil mass", "1.724"]),
+    ("soc", "percent", ["content per soil mass"]),
+    ("soc", "g/kg", ["content per soil mass", "bulk density"]),
+    ("soc", "gC kg-1", ["content per soil mass"]),
+    ("soc", "g kg-1", ["content per soil mass"]),
+    ("soc", "mg g-1", ["content per soil mass"]),
+    ("soc", "g/100g", ["content per soil mass"]),
+    ("soc", "permille", ["content per soil mass"]),
+    ("soc", "1", ["content per soil mass"]),
+    ("soc", "kgC m-2", ["stock per area", "thickness"]),
+    ("soc", "gC m-2", ["stock per area"]),
+    ("soc", "tC/ha", ["stock per area"]),
+    ("soc", "MgC ha-1", ["stock per area"]),
+    ("soc", "furlongs", ["not a stock density", "gC m-3"]),
+    ("soc", "gC m-3 yr-1", ["not a stock density"]),
+    ("soc", "gc m-3", ["cannot interpret"]),  # case matters
+    ("soc", "bananas", ["cannot interpret"]),
+    ("soc_sd", "%", ["content per soil mass"]),
+    ("depth", "kg", ["not a length", "'m'"]),
+    ("depth", "degC", ["not a length"]),
+    ("depth", "1", ["not a length"]),
+    ("depth", "bananas", ["cannot interpret"]),
+]
+
+
+@pytest.mark.parametrize("name, unit, words", REFUSED_OBS_UNITS)
+def test_units_that_are_refused(tmp_path, name, unit, words):
+    d, s = _ragged()
+    data = {"depth": d, "soc": s, "soc_sd": np.where(np.isfinite(s), 0.1 * s, NAN)}
+    ds = xr.Dataset({k: (("site", "obs"), v, {"units": unit if k == name else "m" if k == "depth" else "gC m-3"})
+                     for k, v in data.items()}, coords={"site": ["a", "b", "c"]})
+    path = tmp_path / "units.nc"
+    ds.to_netcdf(path)
+    with pytest.raises(ObservationFileError) as info:
+        read_observations(path)
+    msg = str(info.value)
+    assert "units.nc" in msg and f"'{name}'" in msg and repr(unit) in msg and "\n" not in msg, msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+def test_a_profile_in_cm_among_profiles_in_m_is_refused(tmp_path):
+    d, s = _ragged()
+    d[1, :3] = [5.0, 15.0, 18.0]  # site b: centimetres, read as metres below the model's 8.6 m grid
+    path = _file(tmp_path, depth=d)
+    with pytest.raises(ObservationFileError) as info:
+        read_observations(path)
+    msg = str(info.value)
+    assert "in.nc" in msg and "site b" in msg and "18" in msg and "8.6" in msg and "cm" in msg, msg
+    assert "check_plausible=False" in msg and "more site" not in msg
+    obs, _ = read_observations(path, check_plausible=False)
+    np.testing.assert_array_equal(np.asarray(obs.depth)[1, :3], [5.0, 15.0, 18.0])
+
+
+def test_duplicate_and_missing_sites_are_refused(tmp_path):
+    d, s = _ragged()
+    ds = xr.Dataset({"depth": (("site", "obs"), d), "soc": (("site", "obs"), s)}, coords={"site": ["P1", "P2", "P1"]})
+    ds.to_netcdf(tmp_path / "dup.nc")
+    with pytest.raises(ObservationFileError) as info:
+        read_observations(tmp_path / "dup.nc")
+    msg = str(info.value)
+    assert "dup.nc" in msg and "site label P1 appears 2 times" in msg and "np.str_" not in msg, msg
+    ds.isel(site=slice(0, 0)).to_netcdf(tmp_path / "none.nc", engine=sj.io.netcdf_engine())
+    with pytest.raises(ObservationFileError, match=r"none\.nc.*0 sites"):
+        read_observations(tmp_path / "none.nc")
+
+
+def test_unlabelled_file_has_positional_labels(tmp_path):
+    """An observation file without site labels pairs with the forcing in order: its labels are 0..n-1."""
+    d, s = _ragged()
+    xr.Dataset({"depth": (("site", "obs"), d), "soc": (("site", "obs"), s)}).to_netcdf(tmp_path / "nolabels.nc")
+    obs, sites = read_observations(tmp_path / "nolabels.nc")
+    assert obs.batch_shape == (3,)
+    np.testing.assert_array_equal(sites["site"].values, [0, 1, 2])
+    from soiljax._sites import is_positional
+
+    assert is_positional(sites["site"].values)
 
 
 def test_reading_reports_bad_profiles_missing_variables_and_files(tmp_path):
