@@ -70,9 +70,9 @@ import xarray as xr
 from ._forcing import Forcing
 from ._grid import N_LAYERS, ZISOI, ZISOI_ALL, ZSOI
 from ._observations import Observations, validate_observation_arrays
+from ._stages import Stages
 
-ZONES: tuple[str, ...] = ("tropical", "temperate", "arid", "boreal", "shallow_bedrock")
-"""Names of the climate zones, in the order of the ``zone_id`` codes."""
+from ._options import ZONES as ZONES  # names of the climate zones, in the order of the zone_id codes
 
 CLIMATES: tuple[str, ...] = ZONES[:4]
 """Zones with their own climate; shallow-bedrock sites borrow one of these."""
@@ -165,7 +165,7 @@ def active_layer_depth(tsoi: np.ndarray) -> np.ndarray:
     return np.where(thawed[..., -1], ALT_FULL_COLUMN, alt)
 
 
-def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Dataset]:
+def synthetic_sites(n: int, seed: int = 0, zones=None, *, progress: bool = False) -> tuple[Forcing, xr.Dataset]:
     """Generate ``n`` synthetic sites.
 
     Parameters
@@ -181,6 +181,8 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
         name -> weight.  Site counts per zone use largest-remainder rounding
         and sites are shuffled, so e.g. ``synthetic_sites(5)`` has one site of
         each zone.
+    progress:
+        Show the generation's stages on stderr (a tqdm bar; off by default).
 
     Returns
     -------
@@ -196,6 +198,8 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
         raise ValueError(f"n must be at least 1, got {n}")
     rng = np.random.default_rng(seed)
     counts = _zone_counts(n, zones)
+    stage = Stages(f"synthetic sites ({n})", 8, progress)
+    stage("site draws")
     zone = np.concatenate([np.full(c, ZONES.index(z)) for z, c in counts.items()])
     zone = zone[rng.permutation(n)]
     bedrock_site = zone == ZONES.index("shallow_bedrock")
@@ -215,6 +219,7 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
     nbedrock = np.where(bedrock_site, rng.choice(SHALLOW_BEDROCK_LEVELS, n), N_LAYERS)
 
     # --- temperature: damped, lagged annual wave ----------------------------
+    stage("soil temperature")
     z = np.asarray(ZSOI)[None, None, :]  # (1, 1, layer)
     m = np.arange(N_MONTHS, dtype=float)[None, :, None]  # (1, month, 1)
     s = lambda x: np.asarray(x)[:, None, None]  # noqa: E731  per-site -> broadcastable
@@ -229,6 +234,7 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
     frozen = tsoi <= T_FREEZE
 
     # --- water scalar ---------------------------------------------------------
+    stage("water scalar")
     # wettest season: tropical/temperate/boreal in winter-spring (cool), arid in the short rainy season
     wet_peak = s(peak) + 6.0 + s(rng.uniform(-1.5, 1.5, n))
     season = np.cos(2.0 * np.pi * (m - wet_peak) / N_MONTHS) * np.exp(-z / 1.0)
@@ -245,6 +251,7 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
     np.put_along_axis(w, wettest, np.maximum(w_max, 0.05), axis=1)
 
     # --- oxygen and nitrogen scalars ------------------------------------------
+    stage("oxygen and nitrogen scalars")
     wetness = np.clip(w.mean(axis=1, keepdims=True) - 0.5, 0.0, None)  # (n, 1, layer)
     o = np.clip(1.0 - 1.6 * wetness * (1.0 - np.exp(-z / 0.8)), 0.2, 1.0)
     o = np.broadcast_to(o, (n, N_MONTHS, N_LAYERS)).copy()
@@ -254,11 +261,13 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
     fpi = np.clip(fpi + _noise(rng, n, 0.02), 0.05, 1.0)
 
     # --- active layer --------------------------------------------------------
+    stage("active layer")
     alt = active_layer_depth(tsoi)  # (n, month)
     altmax = np.maximum.accumulate(alt, axis=1)
     altmax_lastyear = np.repeat(alt.max(axis=1, keepdims=True), N_MONTHS, axis=1)
 
     # --- carbon inputs -------------------------------------------------------
+    stage("carbon inputs")
     m1 = np.arange(N_MONTHS, dtype=float)[None, :]
     weights = np.maximum(1.0 + r["input_seasonality"][:, None] * np.cos(2.0 * np.pi * (m1 - peak[:, None]) / N_MONTHS), 0.02)
     weights /= weights.sum(axis=1, keepdims=True)
@@ -271,10 +280,12 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
     monthly = (total[:, None] * annual)[:, :, None] * weights[:, None, :]  # (n, 4, month)
 
     # --- sand -----------------------------------------------------------------
+    stage("sand")
     sand = r["sand"][:, None] + rng.uniform(-10.0, 10.0, n)[:, None] * (np.asarray(ZSOI)[None, :] / 8.0)
     sand = np.clip(sand + rng.normal(0.0, 1.5, (n, N_LAYERS)), 0.0, 100.0)
 
     site_id = np.array([f"syn{seed}_{i:06d}" for i in range(n)])
+    stage("forcing checks")
     forcing = Forcing(
         tsoi=tsoi,
         w_scalar=w,
@@ -305,6 +316,7 @@ def synthetic_sites(n: int, seed: int = 0, zones=None) -> tuple[Forcing, xr.Data
         coords={"site": site_id},
         attrs={"title": "soiljax synthetic sites", "seed": int(seed), "zones": ", ".join(f"{k}={v}" for k, v in counts.items())},
     )
+    stage.close()
     return forcing, info
 
 
@@ -353,6 +365,7 @@ def synthetic_observations(
     max_depth: float = 1.5,
     seed: int = 0,
     site_id=None,
+    progress: bool = False,
 ) -> tuple[Observations, xr.Dataset]:
     """Observed SOC profiles drawn from a model's steady state, for testing calibrations.
 
@@ -386,6 +399,8 @@ def synthetic_observations(
     site_id:
         Site labels (default ``0 .. n-1``; pass the ``site`` of
         :func:`synthetic_sites`'s info to keep its labels).
+    progress:
+        A progress bar over the steady states' batches (with more than one batch).
 
     Returns
     -------
@@ -422,7 +437,7 @@ def synthetic_observations(
         raise ValueError(f"site_id must have one label per site ({n}), got shape {labels.shape}")
     u = np.asarray(u, dtype=float)
     u_true = np.broadcast_to(u, (n, u.shape[-1])).copy() if u.ndim == 1 else u
-    steady = batched_steady_state(model, u_true, forcing)
+    steady = batched_steady_state(model, u_true, forcing, progress=progress)
     soc_layers = np.asarray(steady.soc)
     valid = np.asarray(steady.valid).astype(bool)
 

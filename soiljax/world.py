@@ -234,6 +234,7 @@ import xarray as xr
 from ._forcing import Forcing
 from ._grid import N_LAYERS, ZISOI, ZSOI
 from ._observations import Observations
+from ._stages import Stages
 from .synthetic import T_FREEZE, active_layer_depth
 
 N_MONTHS = 12
@@ -1156,6 +1157,7 @@ def synthetic_world(
     models=MODELS,
     noise: float = 0.1,
     n_obs=(4, 8),
+    progress: bool = False,
 ) -> World:
     """Generate a synthetic world (see the module docstring).
 
@@ -1176,6 +1178,9 @@ def synthetic_world(
     noise, n_obs:
         Observation error and number of observed layers per site, passed to
         :func:`soiljax.synthetic_observations`.
+    progress:
+        Show the stages on stderr (a tqdm bar, and one over the steady states'
+        batches of a large world); off by default.
     """
     from .synthetic import synthetic_observations
 
@@ -1208,6 +1213,8 @@ def synthetic_world(
         raise ValueError(f"n_obs must be (low, high) with 1 <= low <= high, e.g. (4, 8); got {n_obs!r}")
 
     # --- grid and land cells ------------------------------------------------------
+    stage = Stages(f"world ({n_sites} sites, {res:g} deg)", 4 + len(keys), progress)
+    stage("land cells")
     threshold = _land_threshold(seed)
     lat, lon = _grid_axes(res)
     la, lo = np.meshgrid(lat, lon, indexing="ij")
@@ -1219,12 +1226,14 @@ def synthetic_world(
     n_cells = i_lat.size
     cell_index = np.full(land.shape, -1, dtype=np.int64)
     cell_index[i_lat, i_lon] = np.arange(n_cells)
+    stage("cell climate and covariates")
     cell_env = _environment(lat[i_lat], lon[i_lon], seed, threshold)
     cell_cov = cell_env["covariates"]
     band = np.sin(np.deg2rad(lat[i_lat] + res / 2)) - np.sin(np.deg2rad(lat[i_lat] - res / 2))
     area = np.deg2rad(res) * 6371.0**2 * band  # km2
 
     # --- sites ----------------------------------------------------------------
+    stage("sites")
     rng = _rng(seed, "sites")
     weight = area * np.exp(0.7 * _field(seed, "sampling", _unit_vectors(lat[i_lat], lon[i_lon])))
     site_cell = rng.choice(n_cells, size=n_sites, p=weight / weight.sum())
@@ -1234,6 +1243,7 @@ def synthetic_world(
     width = max(6, len(str(n_sites - 1)))
     site_id = np.array([f"w{seed}_{i:0{width}d}" for i in range(n_sites)])
 
+    stage("forcing")
     cell_forcing = _forcing(cell_env, [f"cell {i}" for i in range(n_cells)])
     site_forcing = _forcing(site_env, site_id)
 
@@ -1300,6 +1310,7 @@ def synthetic_world(
     # --- truth and observations ---------------------------------------------------
     u_true, cell_u, observations, valid = {}, {}, {}, {}
     for key in keys:
+        stage(f"{key} truth and observations (steady states)")
         model = _model_instance(key)
         u_true[key] = hidden_parameters(key, site_env["covariates"], seed=seed)
         cell_u[key] = hidden_parameters(key, cell_cov, seed=seed)
@@ -1311,9 +1322,11 @@ def synthetic_world(
             n_obs=(lo_n, hi_n),
             seed=int(_rng(seed, "observations", key).integers(0, 2**31 - 1)),
             site_id=site_id,
+            progress=progress,
         )
         observations[key] = obs
         valid[key] = np.asarray(truth["valid"].values, dtype=bool)
+    stage.close()
     return World(grid, cells, cell_forcing, sites, site_forcing, u_true, cell_u, observations, valid)
 
 

@@ -420,3 +420,53 @@ def test_end_to_end_run_lowers_held_out_error(world, world_obs):
     assert set(after["u_corr"]) == set(model.param_names)
     assert learner.metadata["method"] == "end_to_end" and learner.metadata["model_options"]["bedrock"] == "proda"
     assert learner.make_model() == model
+
+
+_BAD_SETTINGS = [
+    (dict(hidden=(0,)), "hidden layer widths"),
+    (dict(hidden=(8, 2.5)), "hidden layer widths"),
+    (dict(dropout=1.5), "dropout must be a rate in"),
+    (dict(dropout=float("nan")), "dropout must be a rate in"),
+    (dict(learning_rate=-1.0), "learning_rate must be a positive number"),
+    (dict(learning_rate=np.float64("nan")), "learning_rate must be a positive number"),
+    (dict(patience=-1), "patience must be"),
+    (dict(patience=0), "patience must be"),
+    (dict(patience=2.5), "patience must be"),
+    (dict(epochs=-1), "epochs must be"),
+    (dict(epochs=2.5), "epochs must be"),
+    (dict(batch_size=0), "batch_size must be"),
+    (dict(batch_size=np.float64(2.5)), "batch_size must be"),
+]
+
+
+@pytest.mark.parametrize("approach", ["two_stage", "end_to_end"])
+@pytest.mark.parametrize("kw, match", _BAD_SETTINGS + [(dict(ensemble=0), "ensemble"), (dict(ensemble=1.5), "ensemble")])
+def test_training_refuses_bad_settings_before_compiling(world, world_obs, monkeypatch, approach, kw, match):
+    x, u, forcing, names = world
+    if approach == "end_to_end" and "ensemble" in kw:
+        pytest.skip("two-stage only")
+
+    def compiled(*args, **kwargs):
+        raise AssertionError("compiled before the settings were checked")
+
+    monkeypatch.setattr(eqx, "filter_jit", compiled)
+    settings = dict(hidden=(4,), epochs=2, batch_size=8, patience=2, progress=False) | kw
+    with pytest.raises(ValueError, match=match) as exc:
+        if approach == "two_stage":
+            lrn.train_two_stage(x, u, model_name="clm5", covariate_names=names, **settings)
+        else:
+            lrn.train_end_to_end(soiljax.CLM5(), x, forcing, world_obs, covariate_names=names, **settings)
+    assert "np." not in str(exc.value)  # plain values in the message
+    with pytest.raises(AssertionError, match="compiled"):  # good settings reach the compiler
+        lrn.train_two_stage(x, u, model_name="clm5", covariate_names=names, hidden=(4,), progress=False)
+
+
+def test_training_bar_says_compiling_before_the_first_epoch(world, world_obs, capsys):
+    x, u, forcing, names = world
+    lrn.train_two_stage(x, u, model_name="clm5", hidden=(4,), epochs=2, patience=None, progress=True)
+    err = capsys.readouterr().err
+    assert "compiling" in err.split("1/2")[0] and "train=" in err  # then the losses
+    lrn.train_end_to_end(soiljax.CLM5(), x[:12], forcing[:12], world_obs[:12], hidden=(4,), epochs=1, batch_size=8,
+                         progress=True)
+    err = capsys.readouterr().err
+    assert "compiling" in err.split("1/1")[0] and "train=" in err

@@ -533,11 +533,13 @@ class _BatchJob:
     site_id: object
     sharding: object
     attrs: Mapping
+    stage: Callable[[str], object] | None = None
+    """Told ``"summarising"`` when a batch's draws are summarised (a progress bar in this process)."""
 
     def portable(self) -> "_BatchJob":
-        """A copy that pickles: data as numpy arrays, no device sharding."""
+        """A copy that pickles: data as numpy arrays, no device sharding, no ``stage``."""
         forcing, obs = jax.tree_util.tree_map(np.asarray, (self.forcing, self.obs))
-        return dataclasses.replace(self, forcing=forcing, obs=obs, sharding=None)
+        return dataclasses.replace(self, forcing=forcing, obs=obs, sharding=None, stage=None)
 
     def __call__(self, lo: int, hi: int, bar: Callable[[int], object]) -> xr.Dataset:
         m = hi - lo
@@ -555,6 +557,8 @@ class _BatchJob:
                                      extend=self.extend, extendable=np.arange(len(idx)) < m)
         draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
         labels = None if self.site_id is None else np.asarray(self.site_id)[lo:hi]
+        if self.stage is not None:
+            self.stage("summarising")
         return summarize(self.model, self.forcing[lo:hi], self.obs[lo:hi], draws, site_id=labels,
                          site_index=np.arange(lo, hi), keep_draws=self.keep_draws,
                          predictive_draws=self.predictive_draws, seed=self.seed, attrs=self.attrs)
@@ -565,13 +569,18 @@ class _BatchJob:
 # --------------------------------------------------------------------------
 
 
-def _fingerprint(model, likelihood, sampler, forcing, obs, settings: Mapping) -> str:
+def _fingerprint(model, likelihood, sampler, forcing, obs, settings: Mapping, site_id=None, attrs=None) -> str:
+    """Everything a posterior file is computed from or carries: model, likelihood,
+    sampler, settings, forcing, observations, site labels and attributes."""
     h = hashlib.sha256()
     for obj in (model, likelihood, sampler):
         h.update(repr(obj).encode())
     h.update(repr(sorted(settings.items())).encode())
     for arr in list(forcing.variables().values()) + [obs.depth, obs.soc, obs.soc_sd]:
         h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
+    labels = np.arange(forcing.batch_shape[0]) if site_id is None else np.asarray(site_id)
+    h.update(labels.astype(str).tobytes())
+    h.update(repr(sorted((str(k), str(v)) for k, v in (attrs or {}).items())).encode())
     return h.hexdigest()
 
 
@@ -665,6 +674,8 @@ def calibrate(
     if proda and extend:
         raise ValueError("extend applies to HMC/NUTS; PRODA's sampler runs its fixed number of steps (use extend=0)")
     extend = int(extend)
+    if int(keep_draws) != keep_draws or not 0 <= keep_draws <= samples:
+        raise ValueError(f"keep_draws={keep_draws!r} must be a whole number from 0 to samples={samples}")
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers={workers!r} must be a whole number >= 1")
     if workers > 1 and out is None:
@@ -705,24 +716,38 @@ def calibrate(
         from tqdm.auto import tqdm
 
         pbar = tqdm(total=bar_total, desc=f"{name} {method_name} ({n} profiles x {chains} chains)", unit="it")
+        shown = {"stage": "", "note": ""}  # the bar's postfix: what runs now, and a note on resumed batches
+
+        def stage(what: str) -> None:
+            if what != shown["stage"]:
+                shown["stage"] = what
+                pbar.set_postfix_str(", ".join(s for s in shown.values() if s), refresh=True)
+
+        # the first chunk compiles the sampler (a minute for NUTS); the iterations
+        # all done, the batches left are summarising (in worker processes too)
+        stage("compiling")
 
         def bar(k: int, more: int = 0) -> None:
             if more:  # an extension round adds iterations to its batch
                 pbar.total += more
                 pbar.refresh()
             pbar.update(k)
+            if k or more:
+                stage("summarising" if pbar.n >= pbar.total else "")
 
         def kept(k: int) -> None:  # batches finished by an earlier run: not part of this run's work
             if k:
                 pbar.total -= k * iters_per_batch
-                pbar.set_postfix_str(f"resumed: {k} of {n_batches} batches already done", refresh=True)
+                shown["note"] = f"resumed: {k} of {n_batches} batches already done"
+                stage("compiling" if pbar.total > 0 else "")
+                pbar.set_postfix_str(", ".join(s for s in shown.values() if s), refresh=True)
     else:
-        pbar, bar, kept = None, (lambda k, more=0: None), None
+        pbar, bar, kept, stage = None, (lambda k, more=0: None), None, None
 
     job = _BatchJob(model=model, likelihood=likelihood, sampler=sampler, forcing=forcing, obs=obs, chains=chains,
                     warmup=warmup, samples=samples, extend=extend, batch_size=batch_size, seed=seed, chunk=chunk,
                     keep_draws=keep_draws, predictive_draws=predictive_draws, site_id=site_id, sharding=sharding,
-                    attrs=run_attrs)
+                    attrs=run_attrs, stage=stage)
 
     try:
         if out is None:
@@ -738,13 +763,13 @@ def calibrate(
                         keep_draws=keep_draws, predictive_draws=predictive_draws)
         if extend:  # absent when off, so that runs from before the option still resume
             settings["extend"] = extend
-        fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings)
+        fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings, site_id, run_attrs)
         parallel = None
         if workers > 1:
             from .._workers import run_parallel
 
-            def parallel(tasks):
-                run_parallel(job.portable(), write_posterior, tasks, workers, bar)
+            def parallel(tasks, part_write):  # part_write: write_posterior, marking the part as partial
+                run_parallel(job.portable(), part_write, tasks, workers, bar)
 
         return run_in_parts(out, n=n, batch_size=batch_size, fingerprint=fp, compute=lambda lo, hi: job(lo, hi, bar),
                             write=write_posterior, required="u_mean", resume=resume, progress=False,

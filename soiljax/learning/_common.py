@@ -15,7 +15,7 @@ def make_optimizer(learning_rate, *, clip_norm: float | None = None) -> optax.Gr
     if not callable(learning_rate):
         lr = float(learning_rate)
         if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"learning_rate must be a positive number or an optax schedule, got {learning_rate!r}")
+            raise ValueError(f"learning_rate must be a positive number or an optax schedule, got {lr:g}")
     adam = optax.adam(learning_rate)
     return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(float(clip_norm)), adam)
 
@@ -43,25 +43,32 @@ def guarded_update(optimizer, grads, opt_state, params, loss):
     return params, opt_state, ok
 
 
+def whole_number(value, name: str, minimum: int, hint: str = "") -> int:
+    """``value`` as an int, or a ValueError unless it is a whole number >= ``minimum`` (2.5 is not truncated)."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= minimum
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a whole number >= {minimum}{hint}, got {value}")
+    return int(value)
+
+
 def batch_plan(n_train: int, batch_size: int) -> tuple[int, int]:
     """(batch size, batches per epoch): constant shapes, the remainder of a shuffle dropped.
 
     A training set smaller than ``batch_size`` is one batch of all of it.
     """
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    batch_size = whole_number(batch_size, "batch_size", 1)
     b = min(batch_size, n_train)
     return b, n_train // b
 
 
 def check_epochs(epochs, patience):
-    epochs = int(epochs)
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    patience = epochs if patience is None else int(patience)
-    if patience < 1:
-        raise ValueError(f"patience must be a positive number of epochs (or None for no early stopping), got {patience}")
+    epochs = whole_number(epochs, "epochs", 0)
+    if patience is None:  # no early stopping
+        return epochs, max(epochs, 1)
+    patience = whole_number(patience, "patience", 1, " (epochs without a better validation loss; None: no early stopping)")
     return epochs, patience
 
 
@@ -74,6 +81,7 @@ class Progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=epochs, desc=desc, unit="epoch")
+            self.bar.set_postfix_str("compiling")  # the first epoch compiles the training step
 
     def update(self, **values):
         if self.bar is not None:

@@ -361,13 +361,17 @@ def train_end_to_end(
         return p, state, (train_loss, jnp.sum(n_bad), nb - jnp.sum(oks))
 
     validate = eqx.filter_jit(val_terms)
-    v0, _, _ = validate(params, data)
+    bar = Progress(epochs, progress, f"end-to-end {name}")  # says 'compiling' while validate and the epoch compile
+    try:
+        v0, _, _ = validate(params, data)
+    except BaseException:
+        bar.close()
+        raise
     state = optimizer.init(params)
     best_p, best_v = params, float(v0)
     epoch_rng = np.random.default_rng([seed, 2])  # shuffles and dropout keys, drawn on the host
     hist = {k: [] for k in ("train_loss", "val_loss", "val_misfit", "n_invalid_train", "n_invalid_val")}
     best_epoch, since, skipped, stopped = -1, 0, 0, False
-    bar = Progress(epochs, progress, f"end-to-end {name}")
     try:
         for epoch in range(epochs):
             order = epoch_rng.permutation(train)[: nb * B].reshape(nb, B)

@@ -43,11 +43,12 @@ class ParamNet(eqx.Module):
 
     def __init__(self, n_in: int, n_out: int, *, hidden=PRODA_HIDDEN, dropout: float = PRODA_DROPOUT, key, dtype=None):
         n_in, n_out = int(n_in), int(n_out)
-        hidden = tuple(int(h) for h in hidden)
         if n_in < 1 or n_out < 1:
             raise ValueError(f"ParamNet needs at least one input and one output, got n_in={n_in}, n_out={n_out}")
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden layer widths must be positive integers, got {hidden}")
+        hidden = tuple(hidden)
+        if any(isinstance(h, bool) or not float(h).is_integer() or h < 1 for h in hidden):
+            raise ValueError(f"hidden layer widths must be positive integers, got {', '.join(map(str, hidden))}")
+        hidden = tuple(int(h) for h in hidden)
         dropout = float(dropout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a rate in [0, 1), got {dropout}")

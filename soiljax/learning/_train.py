@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer
+from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer, whole_number
 from ._learner import Learner, check_covariates, check_split, init_learner, metadata_json, model_name_of, split_indices
 from ._losses import get_loss
 from ._network import PRODA_DROPOUT, PRODA_HIDDEN
@@ -149,9 +149,7 @@ def train_two_stage(
     w = _check_weight(weight, n, u.shape[1])
     loss_fn = get_loss(loss)
     epochs, patience = check_epochs(epochs, patience)
-    ensemble = int(ensemble)
-    if ensemble < 1:
-        raise ValueError(f"ensemble must be a positive number of members, got {ensemble}")
+    ensemble = whole_number(ensemble, "ensemble", 1, " (bootstrap members)")
     train, val, test = check_split(split if split is not None else split_indices(n, seed=seed), n)
 
     learner = init_learner(
