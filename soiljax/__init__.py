@@ -27,7 +27,7 @@ except Exception:  # pragma: no cover - running from a source tree
 _EXPORTS = {
     "._batch": ("batched_steady_state", "site_mesh"),
     "._diagnostics": ("COMPONENT_UNITS", "soc_stock", "system_components"),
-    "._forcing": ("FORCING_UNITS", "FORCING_VARIABLES", "Forcing", "ForcingError"),
+    "._forcing": ("FORCING_UNITS", "FORCING_VARIABLES", "Forcing", "ForcingError", "PlausibilityWarning"),
     "._grid": ("DZ", "N_LAYERS", "ZISOI", "ZSOI"),
     "._models": ("CLM5", "COMPAS", "AbstractSoilModel", "SteadyState"),
     "._observations": ("ObservationError", "Observations"),

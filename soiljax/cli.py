@@ -27,6 +27,7 @@ traceback.  Each subcommand is a thin wrapper around a library function:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,24 @@ def _add_progress(p) -> None:
 
 def _progress(args) -> bool:
     return args.progress if args.progress is not None else sys.stderr.isatty()
+
+
+def _add_plausibility(p) -> None:
+    p.add_argument("--allow-implausible", action="store_true",
+                   help="accept inputs that fail the plausibility checks (annual carbon input per site far outside "
+                        "what ecosystems produce, observation depths below the model grid), e.g. for experiments")
+
+
+def _plausibility(args) -> dict:
+    """Keyword arguments of the file readers for the plausibility checks."""
+    return {"check_plausible": not getattr(args, "allow_implausible", False)}
+
+
+def _check_output_file(path) -> None:
+    """Refuse an output path that cannot be written, before any work."""
+    from ._parts import check_output_path
+
+    check_output_path(path)
 
 
 def _models():
@@ -86,26 +105,43 @@ def _add_simulate(sub) -> None:
                    help="discard part files of an earlier interrupted run instead of resuming it")
     p.add_argument("--allow-outside-prior", action="store_true",
                    help="accept parameter values outside [0, 1] (e.g. CLM5's default efolding)")
+    _add_plausibility(p)
     _add_progress(p)
     p.set_defaults(func=_run_simulate)
 
 
-def _run_simulate(args) -> int:
-    from . import io
-
+def _check_simulate(args) -> None:
+    """Refuse bad options before anything is read or compiled."""
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_output_file(args.out)
+
+
+def _run_simulate(args) -> int:
+    _check_simulate(args)
+    from . import io
+    from ._sites import SitePairingError, pair_sites
+
     model = _models()[args.model](bedrock=args.bedrock)
-    forcing, sites = io.read_forcing(args.forcing)
+    forcing, sites = io.read_forcing(args.forcing, **_plausibility(args))
     n = forcing.batch_shape[0]
     if args.params:
-        u = io.read_params(args.params, model, check_bounds=not args.allow_outside_prior)
+        u, p_sites = io.read_params(args.params, model, check_bounds=not args.allow_outside_prior, with_sites=True)
         if u.shape[0] not in (1, n):
             raise UserError(
                 f"parameter file {args.params!r} has {u.shape[0]} sites but forcing file {args.forcing!r} has {n}; "
                 "give one parameter set per site, or one for all sites"
             )
-        u = u[0] if u.shape[0] == 1 else u
+        if u.shape[0] == 1:
+            u = u[0]
+        else:
+            try:
+                order = pair_sites(sites["site"].values, p_sites, what=f"forcing file {args.forcing!r}",
+                                   other_what=f"parameter file {args.params!r}")
+            except SitePairingError as exc:
+                raise UserError(str(exc)) from None
+            if order is not None:
+                u = u[order]
         origin = args.params
     else:
         u = model.default_u()
@@ -132,7 +168,7 @@ def _run_simulate(args) -> int:
 
 
 def _add_synthetic(sub) -> None:
-    from .synthetic import ZONES
+    from ._options import ZONES
 
     p = sub.add_parser(
         "synthetic",
@@ -144,16 +180,18 @@ def _add_synthetic(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--zones", nargs="+", choices=list(ZONES), help="zones to draw from (default: all, equal shares)")
     p.add_argument("--out", required=True, metavar="F.nc", help="forcing file to write")
+    _add_progress(p)
     p.set_defaults(func=_run_synthetic)
 
 
 def _run_synthetic(args) -> int:
+    if args.n_sites < 1:
+        raise UserError(f"--n-sites must be at least 1, got {args.n_sites}")
+    _check_output_file(args.out)
     from .io import write_forcing
     from .synthetic import synthetic_sites
 
-    if args.n_sites < 1:
-        raise UserError(f"--n-sites must be at least 1, got {args.n_sites}")
-    forcing, info = synthetic_sites(args.n_sites, seed=args.seed, zones=args.zones)
+    forcing, info = synthetic_sites(args.n_sites, seed=args.seed, zones=args.zones, progress=_progress(args))
     write_forcing(forcing, args.out, sites=info)
     print(f"wrote {args.out} ({args.n_sites} synthetic sites, seed {args.seed})")
     return 0
@@ -164,6 +202,11 @@ def _run_synthetic(args) -> int:
 # ---------------------------------------------------------------------------
 
 _LIKELIHOODS = ("default", "lognormal", "gaussian", "proda")
+_MAX_DOUBLINGS = 20
+"""Largest NUTS tree-depth cap the command line takes: 2**20 - 1 leapfrog steps per
+iteration already means the step size has collapsed, and deeper trees only spend memory."""
+_MIN_SAMPLES = 4
+"""Fewest draws per chain: split R-hat and ESS need at least two draws per half chain."""
 
 
 def _add_calibrate(sub) -> None:
@@ -203,62 +246,109 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--likelihood", choices=_LIKELIHOODS, default="default",
                    help="'lognormal' (multiplicative error; default for nuts/hmc), 'gaussian', or 'proda' "
                         "(PRODA's cost of the model; default for --method proda)")
-    p.add_argument("--sigma", type=float, default=0.1,
-                   help="relative error of the lognormal/gaussian likelihood where the file has no soc_sd (default 0.1)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="relative error of the lognormal/gaussian likelihood where the file has no soc_sd "
+                        "(default 0.1; not for PRODA's cost)")
     p.add_argument("--max-doublings", type=int, default=None,
-                   help="NUTS tree depth cap, at most 2**N - 1 leapfrog steps per iteration "
-                        "(default: 6 for CLM5, 10 for COMPAS)")
-    p.add_argument("--steps", type=int, default=12, help="leapfrog steps per HMC iteration (default 12)")
-    p.add_argument("--keep-draws", type=int, default=0, metavar="N", help="also store N thinned draws per chain")
+                   help="--method nuts: tree depth cap, at most 2**N - 1 leapfrog steps per iteration, 1 <= N <= "
+                        f"{_MAX_DOUBLINGS} (default: 6 for CLM5, 10 for COMPAS)")
+    p.add_argument("--steps", type=int, default=None, help="--method hmc: leapfrog steps per iteration (default 12)")
+    p.add_argument("--keep-draws", type=int, default=0, metavar="N",
+                   help="also store N thinned draws per chain (at most --samples)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--bedrock", choices=["proda", "closed"], default="proda",
                    help="transport boundary at bedrock: 'proda' (as the original code) or 'closed' (mass conserving)")
     p.add_argument("--restart", action="store_true",
                    help="discard part files of an earlier interrupted run instead of resuming it")
+    _add_plausibility(p)
     _add_progress(p)
     p.set_defaults(func=_run_calibrate)
 
 
-def _run_calibrate(args) -> int:
-    from . import calibration as cal
-    from . import io
-
+def _check_calibrate(args) -> None:
+    """Refuse bad or inapplicable options before anything is read or compiled."""
     for flag in ("chains", "samples", "batch", "workers"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.chains < 2:
         raise UserError("--chains must be at least 2: R-hat compares chains (PRODA uses 3)")
+    if args.samples < _MIN_SAMPLES:
+        raise UserError(f"--samples must be at least {_MIN_SAMPLES}, got {args.samples}: split R-hat and ESS need "
+                        "two draws per half chain")
     if args.warmup is not None and args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.warmup is not None and args.method == "proda":
+        raise UserError("--warmup applies to --method nuts/hmc; PRODA's sampler runs its own fixed random walk "
+                        "and adaptive phases")
     if args.extend is not None and args.extend < 0:
         raise UserError(f"--extend must be >= 0 (0 turns extension off), got {args.extend}")
     if args.extend and args.method == "proda":
         raise UserError("--extend applies to --method nuts/hmc; PRODA's sampler runs a fixed number of steps")
-    if not args.sigma > 0:
-        raise UserError(f"--sigma must be positive, got {args.sigma}")
+    if args.steps is not None and args.method != "hmc":
+        raise UserError(f"--steps applies to --method hmc only (it sets HMC's fixed trajectory length); "
+                        f"--method {args.method} does not use it")
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be at least 1 leapfrog step per iteration, got {args.steps}")
+    if args.max_doublings is not None and args.method != "nuts":
+        raise UserError(f"--max-doublings applies to --method nuts only; --method {args.method} does not use it")
+    if args.max_doublings is not None and not 1 <= args.max_doublings <= _MAX_DOUBLINGS:
+        raise UserError(f"--max-doublings must be between 1 and {_MAX_DOUBLINGS} (at most 2**N - 1 leapfrog steps "
+                        f"per iteration), got {args.max_doublings}")
+    if args.keep_draws < 0:
+        raise UserError(f"--keep-draws must be >= 0 (0 keeps no draws), got {args.keep_draws}")
+    if args.keep_draws > args.samples:
+        raise UserError(f"--keep-draws {args.keep_draws} is more than the {args.samples} draws per chain "
+                        "(--samples); keep at most that many")
+    likelihood = _likelihood_name(args)
+    if args.sigma is not None:
+        if likelihood == "proda":
+            raise UserError("--sigma applies to the lognormal and gaussian likelihoods; PRODA's cost "
+                            "(--likelihood proda, the default of --method proda) has no error parameter: add "
+                            "--likelihood lognormal or gaussian, or drop --sigma")
+        if not (args.sigma > 0 and args.sigma < float("inf")):
+            raise UserError(f"--sigma must be a positive relative error (e.g. 0.1), got {args.sigma}")
+    _check_output_file(args.out)
+
+
+def _likelihood_name(args) -> str:
+    """The likelihood a calibration uses: --likelihood, or the method's default."""
+    if args.likelihood != "default":
+        return args.likelihood
+    return "proda" if args.method == "proda" else "lognormal"
+
+
+def _run_calibrate(args) -> int:
+    _check_calibrate(args)
+    from . import calibration as cal
+    from . import io
+    from ._parts import PartsMismatchError
+    from ._sites import SitePairingError, pair_sites
+
     model = _models()[args.model](bedrock=args.bedrock)
-    forcing, sites = io.read_forcing(args.forcing)
-    obs, obs_sites = io.read_observations(args.obs)
+    forcing, sites = io.read_forcing(args.forcing, **_plausibility(args))
+    obs, obs_sites = io.read_observations(args.obs, **_plausibility(args))
     n_f, n_o = forcing.batch_shape[0], obs.batch_shape[0]
     if n_f != n_o:
         raise UserError(
             f"forcing file {args.forcing!r} has {n_f} sites but observation file {args.obs!r} has {n_o}; "
-            "give one forcing site per observed profile, in the same order"
+            "give one forcing site per observed profile"
         )
-    labels_f, labels_o = sites["site"].values, obs_sites["site"].values if "site" in obs_sites.coords else None
-    if labels_o is not None and len(labels_o) == n_f and not all(str(a) == str(b) for a, b in zip(labels_f, labels_o)):
-        raise UserError(
-            f"the site labels of {args.forcing!r} and {args.obs!r} differ (first: {labels_f[0]!r} vs {labels_o[0]!r}); "
-            "the files must list the same sites in the same order"
-        )
+    labels_f = sites["site"].values
+    labels_o = obs_sites["site"].values if "site" in obs_sites.coords else None
+    try:
+        order = pair_sites(labels_f, labels_o, what=f"forcing file {args.forcing!r}",
+                           other_what=f"observation file {args.obs!r}")
+    except SitePairingError as exc:
+        raise UserError(str(exc)) from None
+    if order is not None:
+        obs = obs[order]
     sampler = {"nuts": lambda: cal.NUTS(max_num_doublings=args.max_doublings),
-               "hmc": lambda: cal.HMC(num_integration_steps=args.steps),
+               "hmc": lambda: cal.HMC(num_integration_steps=12 if args.steps is None else args.steps),
                "proda": lambda: cal.ProdaMetropolis()}[args.method]()
-    likelihood = {"default": None, "lognormal": cal.LogNormal(sigma=args.sigma), "gaussian": cal.Gaussian(rel_sigma=args.sigma),
-                  "proda": cal.proda_likelihood(model)}[args.likelihood]
+    sigma = 0.1 if args.sigma is None else args.sigma
+    likelihood = {"lognormal": lambda: cal.LogNormal(sigma=sigma), "gaussian": lambda: cal.Gaussian(rel_sigma=sigma),
+                  "proda": lambda: cal.proda_likelihood(model)}[_likelihood_name(args)]()
     progress = _progress(args)
-    from ._parts import PartsMismatchError
-
     try:
         ds = cal.calibrate(
             model, forcing, obs, method=sampler, likelihood=likelihood, chains=args.chains, warmup=args.warmup,
@@ -301,6 +391,7 @@ def _add_world(sub) -> None:
                    help="models whose hidden parameters and observations to generate (default both)")
     p.add_argument("--noise", type=float, default=0.1, help="multiplicative observation error (default 0.1)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the world to")
+    _add_progress(p)
     p.set_defaults(func=_run_world)
 
 
@@ -311,7 +402,7 @@ def _run_world(args) -> int:
         raise UserError(f"--n-sites must be at least 1, got {args.n_sites}")
     try:
         w = W.synthetic_world(args.n_sites, resolution=args.resolution, seed=args.seed, models=tuple(args.models),
-                              noise=args.noise)
+                              noise=args.noise, progress=_progress(args))
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     W.write_world(w, args.out)
@@ -349,7 +440,7 @@ def _match(labels, wanted, what: str) -> np.ndarray:
     missing = [w for w in wanted if w not in pos]
     if missing:
         raise UserError(f"{len(missing)} site(s) of the {what} are not in the covariate file "
-                        f"(first: {missing[0]!r}); the files must describe the same sites")
+                        f"(first: {missing[0]}); the files must describe the same sites")
     return np.array([pos[w] for w in wanted], dtype=int)
 
 
@@ -372,7 +463,7 @@ def _add_learn(sub) -> None:
     p.add_argument("--forcing", metavar="F.nc", help="forcing file of the observed sites (end-to-end)")
     p.add_argument("--obs", metavar="OBS.nc", help="observation file (end-to-end)")
     p.add_argument("--out", required=True, metavar="NET.eqx", help="learner file to write")
-    p.add_argument("--loss", choices=["mse", "proda"], default="mse", help="two-stage loss (default mse; proda: MSE x MRE)")
+    p.add_argument("--loss", choices=["mse", "proda"], default=None, help="two-stage loss (default mse; proda: MSE x MRE)")
     p.add_argument("--proda-filter", action="store_true",
                    help="two-stage: train only on profiles accepted by PRODA's filter (mean R-hat < 1.05, NSE > 0)")
     p.add_argument("--hidden", type=int, nargs="+", default=[256, 512, 512, 256], help="hidden widths (PRODA's default)")
@@ -381,21 +472,83 @@ def _add_learn(sub) -> None:
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default 100 / 30)")
     p.add_argument("--batch-size", type=int, default=None, help="sites per mini-batch (default 32 / 64)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--ensemble", type=int, default=1, help="two-stage: bootstrap ensemble members (default 1)")
-    p.add_argument("--prior-weight", type=float, default=0.0,
-                   help="end-to-end: weight of mean (u - u_mean)^2 towards the posterior (needs --posterior)")
+    p.add_argument("--ensemble", type=int, default=None, help="two-stage: bootstrap ensemble members (default 1)")
+    p.add_argument("--prior-weight", type=float, default=None,
+                   help="end-to-end: weight (> 0) of mean (u - u_mean)^2 towards the posterior (needs --posterior)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffles (default 0)")
-    p.add_argument("--bedrock", choices=["proda", "closed"], default="proda", help="bedrock boundary (end-to-end)")
+    p.add_argument("--bedrock", choices=["proda", "closed"], default=None,
+                   help="bedrock boundary (end-to-end; default proda)")
+    _add_plausibility(p)
     _add_progress(p)
     p.set_defaults(func=_run_learn)
 
 
+_LEARN_DEFAULTS = {  # approach -> option defaults
+    "two-stage": dict(epochs=2000, patience=100, batch_size=32, loss="mse", ensemble=1),
+    "end-to-end": dict(epochs=300, patience=30, batch_size=64, prior_weight=0.0, bedrock="proda"),
+}
+_LEARN_ONLY = {  # option -> why it applies to one approach only
+    "loss": ("two-stage", "end-to-end fits the observed profiles"),
+    "proda_filter": ("two-stage", "end-to-end uses every profile with usable layers"),
+    "ensemble": ("two-stage", "end-to-end trains one network"),
+    "prior_weight": ("end-to-end", "two-stage fits the posterior means themselves"),
+    "bedrock": ("end-to-end", "two-stage fits posterior means; their bedrock was the calibration's"),
+    "forcing": ("end-to-end", "two-stage learns from --posterior, not from the profiles"),
+    "obs": ("end-to-end", "two-stage learns from --posterior, not from the profiles"),
+    "allow_implausible": ("end-to-end", "two-stage reads no forcing or observations"),
+}
+
+
+def _check_learn_options(args) -> None:
+    """Refuse learn options that are out of range or do not apply to the approach,
+    then fill in the approach's defaults; runs before any file is read or JAX imported."""
+    import math
+
+    for flag, (approach, why) in _LEARN_ONLY.items():
+        value = getattr(args, flag)
+        if args.approach != approach and value not in (None, False):
+            raise UserError(f"--{flag.replace('_', '-')} applies to --approach {approach} ({why}); "
+                            f"drop it or use --approach {approach}")
+    for flag in ("epochs", "batch_size", "ensemble"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.patience is not None and args.patience < 1:
+        raise UserError("--patience must be at least 1 (epochs without a better validation loss before "
+                        f"training stops; give --epochs for a fixed count), got {args.patience}")
+    if any(h < 1 for h in args.hidden):
+        raise UserError(f"--hidden widths must be at least 1, got {' '.join(map(str, args.hidden))}")
+    if not 0.0 <= args.dropout < 1.0:  # NaN fails too
+        raise UserError(f"--dropout must be a rate in [0, 1), got {args.dropout:g}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise UserError(f"--learning-rate must be a positive number, got {args.learning_rate:g}")
+    if args.prior_weight is not None and not (math.isfinite(args.prior_weight) and args.prior_weight > 0):
+        raise UserError(f"--prior-weight must be a finite number > 0, got {args.prior_weight:g} "
+                        "(leave it out for no regularisation)")
+    if args.prior_weight is not None and not args.posterior:
+        raise UserError("--prior-weight needs --posterior POST.nc (the posterior means to regularise towards)")
+    if args.approach == "end-to-end" and args.posterior and args.prior_weight is None:
+        raise UserError("--posterior with --approach end-to-end is the prior of --prior-weight W; "
+                        "give --prior-weight or drop --posterior")
+    if not (args.world or args.covariates):
+        raise UserError("give the site covariates with --covariates SITES.nc (or a world folder with --world DIR)")
+    if args.approach == "two-stage" and not args.posterior:
+        raise UserError("two-stage learning needs the calibration's posterior: --posterior POST.nc "
+                        "(soiljax calibrate), or use --approach end-to-end")
+    if args.approach == "end-to-end" and not args.world and not (args.forcing and args.obs):
+        raise UserError("end-to-end learning needs the observed sites' --forcing F.nc and --obs OBS.nc "
+                        "(or --world DIR)")
+    _check_output_file(args.out)
+    for flag, default in _LEARN_DEFAULTS[args.approach].items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
+
+
 def _run_learn(args) -> int:
+    _check_learn_options(args)
     from . import io
     from . import learning as L
 
-    if args.ensemble < 1:
-        raise UserError(f"--ensemble must be at least 1, got {args.ensemble}")
     if args.world:
         folder = Path(args.world)
         cov_path = args.covariates or folder / "sites.nc"
@@ -403,26 +556,30 @@ def _run_learn(args) -> int:
         obs_path = args.obs or folder / f"obs_{args.model}.nc"
     else:
         cov_path, forcing_path, obs_path = args.covariates, args.forcing, args.obs
-    if cov_path is None:
-        raise UserError("give the site covariates with --covariates SITES.nc (or a world folder with --world DIR)")
     x_all, names, labels = _read_covariates(cov_path)
     progress = _progress(args)
-    model = _models()[args.model](bedrock=args.bedrock)
+    model = _models()[args.model](bedrock=args.bedrock or "proda")  # two-stage: only its parameter names
     post = None
     if args.posterior:
         post = io._open(args.posterior, "posterior", UserError)
         if "u_mean" not in post:
             raise UserError(f"posterior file {args.posterior!r} has no 'u_mean'; write one with soiljax calibrate")
-        if "param" in post.coords and tuple(map(str, post["param"].values)) != tuple(model.param_names):
+        if "param" not in post.coords:
+            raise UserError(f"posterior file {args.posterior!r} has no 'param' coordinate, so its parameters cannot "
+                            f"be matched to those of {args.model} by name; write it with soiljax calibrate")
+        if tuple(map(str, post["param"].values)) != tuple(model.param_names):
             raise UserError(f"the parameters of {args.posterior!r} are not those of {args.model} "
                             f"({', '.join(map(str, post['param'].values[:3]))}, ...); calibrate the same model")
+        if post["u_mean"].dims != ("site", "param"):
+            raise UserError(f"'u_mean' in {args.posterior!r} has dims {tuple(map(str, post['u_mean'].dims))}, "
+                            "expected ('site', 'param')")
     meta = {"covariate_file": str(cov_path), "approach": args.approach}
     if args.approach == "two-stage":
-        if post is None:
-            raise UserError("two-stage learning needs the calibration's posterior: --posterior POST.nc "
-                            "(soiljax calibrate), or use --approach end-to-end")
         keep = np.ones(post.sizes["site"], bool)
         if args.proda_filter:
+            if "accepted" not in post:
+                raise UserError(f"--proda-filter needs the variable 'accepted' (site) of soiljax calibrate, which "
+                                f"{args.posterior!r} lacks")
             keep = post["accepted"].values.astype(bool)
             if keep.sum() < 3:
                 raise UserError(f"only {int(keep.sum())} profiles pass PRODA's filter in {args.posterior!r}; "
@@ -430,19 +587,18 @@ def _run_learn(args) -> int:
         u_mean = post["u_mean"].values
         keep &= np.all(np.isfinite(u_mean), axis=1)
         idx = _match(labels, _site_labels(post, f"posterior file {args.posterior!r}")[keep], "posterior")
-        learner, hist = L.train_two_stage(
-            x_all[idx], u_mean[keep], model_name=args.model, covariate_names=names, loss=args.loss,
-            hidden=tuple(args.hidden), dropout=args.dropout, epochs=args.epochs or 2000,
-            batch_size=args.batch_size or 32, learning_rate=args.learning_rate,
-            patience=args.patience if args.patience is not None else 100, seed=args.seed, ensemble=args.ensemble,
-            progress=progress, metadata={**meta, "posterior_file": str(args.posterior)})
+        try:  # the library's input checks (e.g. targets outside [0, 1]) run before anything is compiled
+            learner, hist = L.train_two_stage(
+                x_all[idx], u_mean[keep], model_name=args.model, covariate_names=names, loss=args.loss,
+                hidden=tuple(args.hidden), dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size,
+                learning_rate=args.learning_rate, patience=args.patience, seed=args.seed, ensemble=args.ensemble,
+                progress=progress, metadata={**meta, "posterior_file": str(args.posterior)})
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
         n_used = int(keep.sum())
     else:
-        if forcing_path is None or obs_path is None:
-            raise UserError("end-to-end learning needs the observed sites' --forcing F.nc and --obs OBS.nc "
-                            "(or --world DIR)")
-        forcing, f_sites = io.read_forcing(forcing_path)
-        obs, _ = io.read_observations(obs_path, min_layers=0)  # sites without usable layers are dropped below
+        forcing, f_sites = io.read_forcing(forcing_path, **_plausibility(args))
+        obs, _ = io.read_observations(obs_path, min_layers=0, **_plausibility(args))  # sites without usable layers are dropped below
         if obs.batch_shape != forcing.batch_shape:
             raise UserError(f"{str(forcing_path)!r} has {forcing.batch_shape[0]} sites but {str(obs_path)!r} has "
                             f"{obs.batch_shape[0]}; give one forcing site per observed profile, in the same order")
@@ -458,14 +614,18 @@ def _run_learn(args) -> int:
             for k, lab in enumerate(f_labels):
                 if lab in pos:
                     u_prior[k] = post["u_mean"].values[pos[lab]]
-        elif args.prior_weight > 0:
-            raise UserError("--prior-weight needs --posterior POST.nc (the posterior means to regularise towards)")
-        learner, hist = L.train_end_to_end(
-            model, x_all[idx], forcing[sel], obs[sel], covariate_names=names, u_prior=u_prior,
-            prior_weight=args.prior_weight, hidden=tuple(args.hidden), dropout=args.dropout,
-            epochs=args.epochs or 300, batch_size=args.batch_size or 64, learning_rate=args.learning_rate,
-            patience=args.patience if args.patience is not None else 30, seed=args.seed, progress=progress,
-            metadata={**meta, "forcing_file": str(forcing_path), "obs_file": str(obs_path)})
+            if not np.isfinite(u_prior).all(axis=1).any():
+                raise UserError(f"no site of the forcing file has a posterior mean in {args.posterior!r}, so "
+                                "--prior-weight would act on no site; the files must describe the same sites")
+        try:
+            learner, hist = L.train_end_to_end(
+                model, x_all[idx], forcing[sel], obs[sel], covariate_names=names, u_prior=u_prior,
+                prior_weight=args.prior_weight, hidden=tuple(args.hidden), dropout=args.dropout,
+                epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                patience=args.patience, seed=args.seed, progress=progress,
+                metadata={**meta, "forcing_file": str(forcing_path), "obs_file": str(obs_path)})
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
         n_used = len(sel)
     L.save_learner(args.out, learner)
     best = hist.get("best_epoch")
@@ -480,7 +640,8 @@ def _add_predict(sub) -> None:
         help="global maps from learned networks: parameters, SOC stocks and system-level components per grid cell",
         description="Apply one or two learned networks (soiljax learn) to every land cell of a world folder: "
         "predicted parameters, steady states, SOC stocks 0-0.3 m and 0-1 m (kgC m-2) and the six system-level "
-        "components on the (lat, lon) grid, one maps_<model>.nc per network, figures (maps, latitude "
+        "components on the (lat, lon) grid, one maps_<model>.nc per network (networks of one model are named by "
+        "their files: dA/net.eqx dB/net.eqx write maps_dA_net.nc, maps_dB_net.nc), figures (maps, latitude "
         "profiles and, with a CLM5 and a COMPAS network, their comparison with correlations in comparison.json).",
     )
     p.add_argument("--net", required=True, nargs="+", metavar="NET.eqx", help="learner file(s) of soiljax learn")
@@ -492,15 +653,34 @@ def _add_predict(sub) -> None:
     p.set_defaults(func=_run_predict)
 
 
+def _file_names(paths) -> list[str]:
+    """Distinct names of distinct files: their stems, with as many parent folders as it takes
+    (``dA/net.eqx dB/net.eqx`` -> ``dA_net``, ``dB_net``).  The same file twice is refused."""
+    first = {}
+    for i, path in enumerate(paths):
+        j = first.setdefault(Path(path).resolve(), i)
+        if j != i:
+            same = paths[j]
+            also = "" if same == path else f" (also as {path!r})"
+            raise UserError(f"--net names the file {same!r} twice{also}; give each network once")
+    parts = [Path(path).resolve().with_suffix("").parts for path in paths]
+    for k in range(1, max(map(len, parts)) + 1):
+        names = ["_".join(q[-k:]) for q in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{name}_{i + 1}" for i, name in enumerate(names)]  # e.g. a.eqx beside a file named a
+
+
 def _run_predict(args) -> int:
     import json
 
+    by_file = _file_names(args.net)  # before loading anything
     from . import learning as L
 
     learners = [L.load_learner(path) for path in args.net]
     names = [lr.model_name for lr in learners]
     if len(set(names)) != len(names):  # e.g. two CLM5 networks: name them by file
-        names = [Path(path).stem for path in args.net]
+        names = by_file
     progress = _progress(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -628,7 +808,8 @@ def _enable_compilation_cache() -> None:
 
     The cache lives in $SOILJAX_CACHE_DIR or ~/.cache/soiljax/xla; set
     SOILJAX_CACHE_DIR to an empty string to switch it off.  The setting is
-    global to the process (it stays on for later compilations).
+    global to the process (it stays on for later compilations).  JAX is not
+    imported here: it reads JAX_COMPILATION_CACHE_DIR when it is imported.
     """
     import os
     from pathlib import Path
@@ -637,12 +818,23 @@ def _enable_compilation_cache() -> None:
     if not folder:
         return
     try:
-        import jax
-
         Path(folder).mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", folder)
-    except (OSError, AttributeError):  # read-only home or an old JAX: run without a cache
-        pass
+    except OSError:  # read-only home: run without a cache
+        return
+    if "jax" in sys.modules:
+        try:
+            sys.modules["jax"].config.update("jax_compilation_cache_dir", folder)
+        except AttributeError:  # an old JAX: run without a cache
+            pass
+    else:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+
+
+def _report(args, exc: BaseException) -> int:
+    """Print a user error as one line on stderr; the exit status for it."""
+    message = " ".join(str(exc).split())
+    print(f"soiljax {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -654,15 +846,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
+    with _one_line_warnings(args.command), _terminate_as_interrupt() as terminated:
+        try:
+            return int(args.func(args) or 0)
+        except UserError as exc:  # before the other error types, whose modules import JAX
+            return _report(args, exc)
+        except Exception as exc:
+            if isinstance(exc, _user_error_types()):
+                return _report(args, exc)
+            raise
+        except KeyboardInterrupt as exc:
+            # a run in parts says how many batches it kept and that a rerun resumes
+            detail = " ".join(str(exc).split())
+            how = "terminated" if terminated else "interrupted"
+            print(f"soiljax {args.command}: {how}" + (f": {detail}" if detail else ""), file=sys.stderr)
+            return 128 + 15 if terminated else 130
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Show soiljax's own warnings (implausible inputs, a stale lock taken over) as
+    one line each, ``soiljax CMD: warning: ...``; other warnings keep Python's format."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if getattr(category, "__module__", "").startswith("soiljax"):
+            print(f"soiljax {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
-        return int(args.func(args) or 0)
-    except _user_error_types() as exc:
-        message = " ".join(str(exc).split())
-        print(f"soiljax {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"soiljax {args.command}: interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Turn SIGTERM (``kill``, a batch scheduler's time limit) into KeyboardInterrupt, so that
+    a run releases its output lock, stops its workers and says where its finished batches are.
+    Yields a list that is non-empty once the signal has arrived."""
+    import signal
+    import threading
+
+    terminated: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield terminated
+        return
+
+    def handler(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield terminated
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -188,6 +188,8 @@ class HMC(_Gradient):
     def __check_init__(self):
         if not 0.0 <= self.step_size_jitter < 1.0:
             raise ValueError(f"step_size_jitter={self.step_size_jitter!r} must be in [0, 1)")
+        if isinstance(self.num_integration_steps, int) and self.num_integration_steps < 1:
+            raise ValueError(f"num_integration_steps={self.num_integration_steps} must be at least 1")
 
     def _kernel_step(self, key, state, logdensity, step_size, inverse_mass):
         key_jitter, key = jax.random.split(key)
@@ -224,6 +226,11 @@ class NUTS(_Gradient):
     target_acceptance: float = 0.8
     initial_step_size: float = 0.1
     dense_mass: bool = False
+
+    def __check_init__(self):
+        if isinstance(self.max_num_doublings, int) and self.max_num_doublings < 1:
+            raise ValueError(f"max_num_doublings={self.max_num_doublings} must be at least 1 "
+                             "(at most 2**max_num_doublings - 1 leapfrog steps per iteration)")
 
     def _kernel_step(self, key, state, logdensity, step_size, inverse_mass):
         kernel = _bj_nuts.build_kernel()
