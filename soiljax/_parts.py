@@ -459,7 +459,7 @@ def _run_locked(path: Path, *, n, batch_size, fingerprint, compute, write, requi
     except OutputWriteError as exc:
         raise OutputWriteError(f"{exc}; {_kept_note(parts, n_batches)}") from exc
     except KeyboardInterrupt as exc:
-        raise RunInterrupted(f"interrupted; {_kept_note(parts, n_batches)}") from exc
+        raise RunInterrupted(_kept_note(parts, n_batches)) from exc
     except Exception as exc:
         exc.add_note(_kept_note(parts, n_batches))
         raise

@@ -502,7 +502,7 @@ def _check_sites(n: int, labels, source: str, error: type[FileFormatError], kind
     label, merging and pairing with other files all need unique labels)."""
     if n == 0:
         raise error(
-            f"{source}: the file holds 0 sites (dimension 'site' has length 0); a {kind} file needs at least one site"
+            f"{source}: the file holds 0 sites (dimension 'site' has length 0); {kind} files need at least one site"
         )
     if labels is None:
         return

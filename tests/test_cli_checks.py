@@ -267,3 +267,33 @@ def test_calibration_fingerprint_covers_labels_and_attributes(files):
     assert base == _fingerprint(*args, files["labels"], {"obs_file": "obs.nc"})
     assert base != _fingerprint(*args, files["labels"][::-1], {"obs_file": "obs.nc"})
     assert base != _fingerprint(*args, files["labels"], {"obs_file": "other.nc"})
+
+
+# ---------------------------------------------------------------------------
+# a killed run releases its lock and says where its batches are (items 7, 10)
+# ---------------------------------------------------------------------------
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(tmp_path):
+    import os
+    import signal
+    import time
+
+    forcing, info = synthetic_sites(200, seed=5)
+    io.write_forcing(forcing, tmp_path / "f.nc", sites=info)
+    out = tmp_path / "r.nc"
+    env = {**os.environ, "SOILJAX_CACHE_DIR": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "soiljax.cli", "simulate", "--model", "clm5", "--forcing",
+                             str(tmp_path / "f.nc"), "--out", str(out), "--batch-size", "1", "--no-progress"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    parts = io.parts_dir(out)
+    deadline = time.monotonic() + 120
+    while not (parts.exists() and len(list(parts.glob("part_*.nc"))) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "terminated" in err and str(parts) in err and "rerun" in err, err
+    assert not (tmp_path / "r.nc.lock").exists()
