@@ -12,6 +12,8 @@ from soiljax import io
 from soiljax.cli import main
 from soiljax.synthetic import synthetic_sites
 
+from cli_errors import cli_error as _error
+
 N = 10
 
 
@@ -56,15 +58,6 @@ def test_simulate_with_params_file(forcing_file, tmp_path):
     out1 = tmp_path / "one_out.nc"
     assert main(["simulate", "--model", "clm5", "--forcing", str(forcing_file), "--params", str(one), "--out", str(out1)]) == 0
     np.testing.assert_allclose(io.read_results(out1)["u"].values, np.broadcast_to(u[3], (N, u.shape[1])))
-
-
-def _error(argv, capsys) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
 
 
 def test_user_errors_exit_2_with_one_line(forcing_file, tmp_path, capsys):

@@ -19,6 +19,8 @@ from soiljax._sites import SitePairingError, pair_sites, plain
 from soiljax.cli import main
 from soiljax.synthetic import synthetic_sites
 
+from cli_errors import cli_error as _error
+
 N = 6
 
 
@@ -35,18 +37,16 @@ def files(tmp_path_factory):
             "labels": np.asarray(info["site"].values), "u": u_true}
 
 
-def _error(argv, capsys) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert "np." not in err, err  # plain values, not numpy reprs
-    return err
-
-
 # ---------------------------------------------------------------------------
 # options are checked before JAX is imported (item 4, 12 and "parse first")
 # ---------------------------------------------------------------------------
+
+def _python(script: str) -> str:
+    """Standard output of ``script`` run by a fresh interpreter (which must succeed)."""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
 
 _REFUSED = [
     # (argv after "calibrate --model clm5 --forcing F --obs O --out P", words the message must hold)
@@ -82,9 +82,7 @@ def test_bad_calibrate_options_are_refused_before_jax_is_imported(tmp_path):
         "    out.append([rc, err.getvalue()])\n"
         "print(json.dumps({'results': out, 'jax': 'jax' in sys.modules}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = json.loads(_python(script))
     assert not report["jax"], "an option check imported JAX"
     for (extra, words), (rc, err) in zip(_REFUSED, report["results"]):
         assert rc == 2, (extra, err)
@@ -105,9 +103,7 @@ def test_help_and_version_do_not_import_jax():
         "            pass\n"
         "print('jax' in sys.modules)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "False"
+    assert _python(script).strip() == "False"
 
 
 def test_lazy_package_still_enables_float64_and_exports_its_names():
@@ -117,9 +113,7 @@ def test_lazy_package_still_enables_float64_and_exports_its_names():
         "assert soiljax.io.read_forcing is soiljax.read_forcing\n"
         "print(jnp.ones(1).dtype)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "float64"
+    assert _python(script).strip() == "float64"
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         sj.nonsense  # noqa: B018
 

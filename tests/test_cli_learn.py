@@ -7,15 +7,7 @@ import xarray as xr
 import soiljax as sj
 from soiljax.cli import main
 
-
-def _error(argv, capsys) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "np." not in err, err  # plain values, no numpy reprs
-    return err
+from cli_errors import cli_error as _error
 
 
 @pytest.fixture(scope="module")
