@@ -461,6 +461,7 @@ def test_training_refuses_bad_settings_before_compiling(world, world_obs, monkey
         lrn.train_two_stage(x, u, model_name="clm5", covariate_names=names, hidden=(4,), progress=False)
 
 
+@pytest.mark.slow  # compiles an end-to-end training through the solver (~17 s) for a progress label
 def test_training_bar_says_compiling_before_the_first_epoch(world, world_obs, capsys):
     x, u, forcing, names = world
     lrn.train_two_stage(x, u, model_name="clm5", hidden=(4,), epochs=2, patience=None, progress=True)
