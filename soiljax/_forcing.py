@@ -20,6 +20,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ._grid import N_LAYERS
+from ._sites import first_site
 
 N_MONTHS = 12
 
@@ -194,17 +195,6 @@ class Forcing(eqx.Module):
         return jax.tree_util.tree_map(lambda x: x[idx], self)
 
 
-def _site_name(flat_index: int, batch_shape, site_labels) -> str:
-    if site_labels is not None:
-        labels = np.asarray(site_labels).reshape(-1)
-        return f"site {labels[flat_index]!s}"
-    if len(batch_shape) == 0:
-        return "the site"
-    if len(batch_shape) == 1:
-        return f"site {flat_index}"
-    return f"site {np.unravel_index(flat_index, batch_shape)}"
-
-
 def validate_forcing_arrays(values: dict[str, np.ndarray], site_labels=None) -> None:
     """Check shapes and value ranges; raise :class:`ForcingError` naming site and variable."""
     tsoi = values["TSOI"]
@@ -223,15 +213,12 @@ def validate_forcing_arrays(values: dict[str, np.ndarray], site_labels=None) -> 
     def fail(name: str, mask: np.ndarray, what: str) -> None:
         nd = len(FORCING_VARIABLES[name])
         per_site = mask.reshape(mask.shape[: mask.ndim - nd] + (-1,)).any(-1).reshape(-1)
-        first = int(np.argmax(per_site))
-        n_bad = int(per_site.sum())
-        where = _site_name(first, batch, site_labels)
-        more = f" (and {n_bad - 1} more site(s))" if n_bad > 1 else ""
+        first, where = first_site(per_site, batch, site_labels)
         v = values[name].reshape((-1,) + values[name].shape[len(batch):])[first]
         m = mask.reshape((-1,) + mask.shape[len(batch):])[first]
         pos = np.unravel_index(int(np.argmax(m)), m.shape)
         axes = ", ".join(f"{d} {p + 1}" for d, p in zip(FORCING_VARIABLES[name], pos))
-        raise ForcingError(f"{where}{more}: {name} {what} (value {v[pos].item()} at {axes})")
+        raise ForcingError(f"{where}: {name} {what} (value {v[pos].item()} at {axes})")
 
     for name in FORCING_VARIABLES:
         v = values[name].astype(float)
@@ -303,13 +290,6 @@ class PlausibilityWarning(UserWarning):
     """
 
 
-def _sites_text(mask: np.ndarray, batch_shape, site_labels) -> tuple[int, str]:
-    """Index of the first site in ``mask`` (flat) and 'site X (and k more site(s))'."""
-    first = int(np.argmax(mask))
-    extra = int(mask.sum()) - 1
-    return first, _site_name(first, batch_shape, site_labels) + (f" (and {extra} more site(s))" if extra > 0 else "")
-
-
 def check_input_plausibility(forcing: "Forcing", site_labels=None, *, where: str = "forcing") -> None:
     """Refuse annual carbon inputs that no ecosystem has; warn about unusually high ones.
 
@@ -328,7 +308,7 @@ def check_input_plausibility(forcing: "Forcing", site_labels=None, *, where: str
     what = "the annual carbon input (CWD_INPUT + LITR1_INPUT + LITR2_INPUT + LITR3_INPUT summed over the 12 months)"
     high = annual > ANNUAL_INPUT_MAX
     if high.any():
-        i, sites = _sites_text(high, batch, site_labels)
+        i, sites = first_site(high, batch, site_labels)
         raise ForcingError(
             f"{where}: {sites}: {what} is {float(annual[i]):.0f} gC m-2 yr-1, above {ANNUAL_INPUT_MAX:.0f}, more than "
             "any ecosystem produces (the most productive reach ~2,000-3,000); were annual totals written in every "
@@ -336,7 +316,7 @@ def check_input_plausibility(forcing: "Forcing", site_labels=None, *, where: str
         )
     tiny = (annual > 0) & (annual < ANNUAL_INPUT_MIN)
     if tiny.any():
-        i, sites = _sites_text(tiny, batch, site_labels)
+        i, sites = first_site(tiny, batch, site_labels)
         raise ForcingError(
             f"{where}: {sites}: {what} is {float(annual[i]):.3g} gC m-2 yr-1, positive but below {ANNUAL_INPUT_MIN:g}, "
             "less than any vegetated soil receives: it looks like a rate per second (or per day) in a file without "
@@ -345,7 +325,7 @@ def check_input_plausibility(forcing: "Forcing", site_labels=None, *, where: str
         )
     unusual = annual > ANNUAL_INPUT_HIGH
     if unusual.any():
-        i, sites = _sites_text(unusual, batch, site_labels)
+        i, sites = first_site(unusual, batch, site_labels)
         warnings.warn(
             f"{where}: {sites}: {what} is {float(annual[i]):.0f} gC m-2 yr-1, above {ANNUAL_INPUT_HIGH:.0f}, which "
             "only the most productive ecosystems reach; check that the inputs are monthly, not annual, totals (silence "

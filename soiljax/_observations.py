@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from ._sites import first_site
+
 MAX_DEPTH_M = 20.0
 """Deepest plausible observation (m); a deeper one is taken to be in cm."""
 
@@ -127,16 +129,6 @@ class Observations(eqx.Module):
         return cls(d, s, sd)
 
 
-def _site_name(flat: int, batch_shape, site_id) -> str:
-    if site_id is not None:
-        return f"site {np.asarray(site_id).reshape(-1)[flat]!s}"
-    if len(batch_shape) == 0:
-        return "the site"
-    if len(batch_shape) == 1:
-        return f"site {flat}"
-    return f"site {tuple(int(i) for i in np.unravel_index(flat, batch_shape))}"
-
-
 def validate_observation_arrays(
     depth: np.ndarray,
     soc: np.ndarray,
@@ -166,10 +158,8 @@ def validate_observation_arrays(
 
     def fail(site_mask: np.ndarray, message) -> None:
         # message(i) -> text about the first failing site i (built lazily)
-        first = int(np.argmax(site_mask))
-        extra = int(site_mask.sum()) - 1
-        more = f" (and {extra} more site(s))" if extra > 0 else ""
-        raise ObservationError(f"{_site_name(first, batch, site_id)}{more}: {message(first)}")
+        first, where = first_site(site_mask, batch, site_id)
+        raise ObservationError(f"{where}: {message(first)}")
 
     def layer(i: int, bad: np.ndarray) -> int:
         return int(np.argmax(bad[i])) + 1
@@ -253,11 +243,9 @@ def check_depth_plausibility(depth: np.ndarray, soc: np.ndarray, site_id=None, *
     deep = np.where(usable, d, -np.inf).max(1)
     bad = deep > bottom
     if bad.any():
-        first = int(np.argmax(bad))
-        extra = int(bad.sum()) - 1
-        more = f" (and {extra} more site(s))" if extra > 0 else ""
+        first, where = first_site(bad, batch, site_id)
         raise ObservationError(
-            f"{_site_name(first, batch, site_id)}{more}: depth reaches {float(deep[first]):g} m, below the bottom of "
+            f"{where}: depth reaches {float(deep[first]):g} m, below the bottom of "
             f"the model grid ({bottom:g} m), so the models cannot be compared with it; if the profile is in cm "
             "convert it to m (divide by 100) or set depth's units = 'cm', otherwise drop the layers below "
             f"{bottom:g} m (pass check_plausible=False, soiljax --allow-implausible, to read them anyway)"

@@ -12,6 +12,8 @@ A file whose ``site`` coordinate is missing, or is just the positions
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 
@@ -26,6 +28,33 @@ def plain(value) -> str:
     if isinstance(value, np.generic):
         value = value.item()
     return str(value)
+
+
+def site_name(flat: int, batch_shape, labels=None) -> str:
+    """How messages name site ``flat`` (a flat index into ``batch_shape``): its label,
+    else its index (``site 3``, ``site (1, 2)``), or ``the site`` when there is one."""
+    if labels is not None:
+        return f"site {plain(np.asarray(labels).reshape(-1)[flat])}"
+    if len(batch_shape) == 0:
+        return "the site"
+    if len(batch_shape) == 1:
+        return f"site {flat}"
+    return f"site {tuple(int(i) for i in np.unravel_index(flat, batch_shape))}"
+
+
+def first_site(mask, batch_shape, labels=None) -> tuple[int, str]:
+    """The first site where the flat boolean ``mask`` holds, and how messages name it
+    with the others: ``site X`` or ``site X (and k more site(s))``."""
+    mask = np.asarray(mask).reshape(-1)
+    first = int(np.argmax(mask))
+    extra = int(mask.sum()) - 1
+    return first, site_name(first, batch_shape, labels) + (f" (and {extra} more site(s))" if extra > 0 else "")
+
+
+def repeated(labels) -> dict[str, int]:
+    """The labels that occur more than once, as plain text, with their counts (in order of first occurrence)."""
+    counts = Counter(plain(x) for x in np.asarray(labels).reshape(-1))
+    return {label: c for label, c in counts.items() if c > 1}
 
 
 def is_positional(labels) -> bool:

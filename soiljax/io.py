@@ -86,6 +86,7 @@ from ._observations import OM_TO_SOC_HINT, ObservationError, Observations, check
 from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
 from ._parts import parts_dir
 from ._sites import plain as _plain
+from ._sites import repeated as _repeated
 
 N_MONTHS = 12
 STOCK_DEPTHS: tuple[float, ...] = (0.3, 1.0, 2.0)
@@ -346,10 +347,10 @@ def _site_labels(n: int, site_id) -> np.ndarray:
     labels = np.asarray(site_id)
     if labels.shape != (n,):
         raise ValueError(f"site_id must have one label per site ({n}), got shape {labels.shape}")
-    if len(np.unique(labels)) != n:
-        text = [_plain(x) for x in labels]
-        dup = next(t for t in text if text.count(t) > 1)
-        raise ValueError(f"site_id labels must be unique; {dup} appears {text.count(dup)} times")
+    dupes = _repeated(labels)
+    if dupes:
+        dup, count = next(iter(dupes.items()))
+        raise ValueError(f"site_id labels must be unique; {dup} appears {count} times")
     return labels
 
 
@@ -506,15 +507,12 @@ def _check_sites(n: int, labels, source: str, error: type[FileFormatError], kind
         )
     if labels is None:
         return
-    text = [_plain(x) for x in np.asarray(labels).reshape(-1)]
-    counts: dict[str, int] = {}
-    for t in text:
-        counts[t] = counts.get(t, 0) + 1
-    dupes = [t for t, c in counts.items() if c > 1]
+    dupes = _repeated(labels)
     if dupes:
+        dup, count = next(iter(dupes.items()))
         others = f" ({len(dupes)} labels appear more than once)" if len(dupes) > 1 else ""
         raise error(
-            f"{source}: site label {dupes[0]} appears {counts[dupes[0]]} times in 'site'{others}; every site needs "
+            f"{source}: site label {dup} appears {count} times in 'site'{others}; every site needs "
             "its own label: drop the repeated rows or relabel them"
         )
 
@@ -891,7 +889,7 @@ def read_results(path) -> xr.Dataset:
     return ds
 
 
-def hash_sites(h, sites: xr.Dataset | None) -> None:
+def _hash_sites(h, sites: xr.Dataset | None) -> None:
     """Feed the per-site metadata that ends up in a result file (labels, lat/lon, other
     variables on ``site``) to the hash ``h``: a resumed run must not mix two sets of sites."""
     if sites is None:
@@ -915,7 +913,7 @@ def _fingerprint(model, u: np.ndarray, forcing: Forcing, batch_size: int, sites=
     h.update(np.ascontiguousarray(u).tobytes())
     for arr in forcing.variables().values():
         h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
-    hash_sites(h, sites)
+    _hash_sites(h, sites)
     h.update(repr(sorted((str(k), str(v)) for k, v in (attrs or {}).items())).encode())
     return h.hexdigest()
 

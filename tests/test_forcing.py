@@ -93,3 +93,12 @@ def test_messages_print_plain_values():
         Forcing(**kwargs, site_labels=np.array(["A", "B", "C"]))
     msg = str(info.value)
     assert msg.startswith("site C: LITR1_INPUT") and "value nan at month 5" in msg and "np." not in msg, msg
+
+
+def test_sites_of_a_2d_batch_are_named_by_plain_indices():
+    kwargs = {k: np.stack([v, v]) for k, v in _good().items()}  # batch (2, 3)
+    kwargs["tsoi"] = kwargs["tsoi"].copy()
+    kwargs["tsoi"][1, 0, 3, 2] = np.nan
+    with pytest.raises(ForcingError) as info:
+        Forcing(**kwargs)
+    assert str(info.value).startswith("site (1, 0): TSOI"), str(info.value)
