@@ -6,3 +6,6 @@ the modules that implement these choices import the names from here.
 
 ZONES: tuple[str, ...] = ("tropical", "temperate", "arid", "boreal", "shallow_bedrock")
 """Names of the synthetic climate zones (:mod:`soiljax.synthetic`), in the order of the ``zone_id`` codes."""
+
+MIN_SAMPLES = 4
+"""Fewest draws per chain a calibration takes: split R-hat and ESS need at least two draws per half chain."""

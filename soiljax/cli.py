@@ -205,8 +205,6 @@ _LIKELIHOODS = ("default", "lognormal", "gaussian", "proda")
 _MAX_DOUBLINGS = 20
 """Largest NUTS tree-depth cap the command line takes: 2**20 - 1 leapfrog steps per
 iteration already means the step size has collapsed, and deeper trees only spend memory."""
-_MIN_SAMPLES = 4
-"""Fewest draws per chain: split R-hat and ESS need at least two draws per half chain."""
 
 
 def _add_calibrate(sub) -> None:
@@ -272,8 +270,10 @@ def _check_calibrate(args) -> None:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.chains < 2:
         raise UserError("--chains must be at least 2: R-hat compares chains (PRODA uses 3)")
-    if args.samples < _MIN_SAMPLES:
-        raise UserError(f"--samples must be at least {_MIN_SAMPLES}, got {args.samples}: split R-hat and ESS need "
+    from ._options import MIN_SAMPLES
+
+    if args.samples < MIN_SAMPLES:
+        raise UserError(f"--samples must be at least {MIN_SAMPLES}, got {args.samples}: split R-hat and ESS need "
                         "two draws per half chain")
     if args.warmup is not None and args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
@@ -342,11 +342,14 @@ def _run_calibrate(args) -> int:
         raise UserError(str(exc)) from None
     if order is not None:
         obs = obs[order]
+    # options left out keep the library's defaults
+    steps = {} if args.steps is None else {"num_integration_steps": args.steps}
     sampler = {"nuts": lambda: cal.NUTS(max_num_doublings=args.max_doublings),
-               "hmc": lambda: cal.HMC(num_integration_steps=12 if args.steps is None else args.steps),
+               "hmc": lambda: cal.HMC(**steps),
                "proda": lambda: cal.ProdaMetropolis()}[args.method]()
-    sigma = 0.1 if args.sigma is None else args.sigma
-    likelihood = {"lognormal": lambda: cal.LogNormal(sigma=sigma), "gaussian": lambda: cal.Gaussian(rel_sigma=sigma),
+    sigma = {} if args.sigma is None else {"sigma": args.sigma}
+    likelihood = {"lognormal": lambda: cal.LogNormal(**sigma),
+                  "gaussian": lambda: cal.Gaussian(**{f"rel_{k}": v for k, v in sigma.items()}),
                   "proda": lambda: cal.proda_likelihood(model)}[_likelihood_name(args)]()
     progress = _progress(args)
     try:

@@ -70,9 +70,8 @@ import xarray as xr
 from ._forcing import Forcing
 from ._grid import N_LAYERS, ZISOI, ZISOI_ALL, ZSOI
 from ._observations import Observations, validate_observation_arrays
-from ._stages import Stages
-
 from ._options import ZONES as ZONES  # names of the climate zones, in the order of the zone_id codes
+from ._stages import Stages
 
 CLIMATES: tuple[str, ...] = ZONES[:4]
 """Zones with their own climate; shallow-bedrock sites borrow one of these."""

@@ -24,6 +24,7 @@ import xarray as xr
 
 from .._forcing import Forcing
 from .._models import AbstractSoilModel
+from .._options import MIN_SAMPLES
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
 from ._summary import RHAT_THRESHOLD, rhat_and_ess, summarize
@@ -594,8 +595,8 @@ def _check_inputs(model, forcing: Forcing, obs, chains: int, warmup: int, sample
         )
     if chains < 2:
         raise ValueError(f"chains={chains}: R-hat needs at least 2 chains per profile (PRODA uses 3)")
-    if samples < 4:
-        raise ValueError(f"samples={samples}: at least 4 draws per chain are needed for R-hat and ESS")
+    if samples < MIN_SAMPLES:
+        raise ValueError(f"samples={samples}: at least {MIN_SAMPLES} draws per chain are needed for R-hat and ESS")
     if warmup < 0:
         raise ValueError(f"warmup={warmup} must be >= 0")
 
@@ -718,10 +719,13 @@ def calibrate(
         pbar = tqdm(total=bar_total, desc=f"{name} {method_name} ({n} profiles x {chains} chains)", unit="it")
         shown = {"stage": "", "note": ""}  # the bar's postfix: what runs now, and a note on resumed batches
 
+        def show() -> None:
+            pbar.set_postfix_str(", ".join(s for s in shown.values() if s), refresh=True)
+
         def stage(what: str) -> None:
             if what != shown["stage"]:
                 shown["stage"] = what
-                pbar.set_postfix_str(", ".join(s for s in shown.values() if s), refresh=True)
+                show()
 
         # the first chunk compiles the sampler (a minute for NUTS); the iterations
         # all done, the batches left are summarising (in worker processes too)
@@ -739,8 +743,8 @@ def calibrate(
             if k:
                 pbar.total -= k * iters_per_batch
                 shown["note"] = f"resumed: {k} of {n_batches} batches already done"
-                stage("compiling" if pbar.total > 0 else "")
-                pbar.set_postfix_str(", ".join(s for s in shown.values() if s), refresh=True)
+                shown["stage"] = "compiling" if pbar.total > 0 else ""
+                show()
     else:
         pbar, bar, kept, stage = None, (lambda k, more=0: None), None, None
 

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._common import whole_number
+
 PRODA_HIDDEN = (256, 512, 512, 256)
 """Hidden layer widths of PRODA's network (MODELS.md section 8)."""
 
@@ -45,10 +47,7 @@ class ParamNet(eqx.Module):
         n_in, n_out = int(n_in), int(n_out)
         if n_in < 1 or n_out < 1:
             raise ValueError(f"ParamNet needs at least one input and one output, got n_in={n_in}, n_out={n_out}")
-        hidden = tuple(hidden)
-        if any(isinstance(h, bool) or not float(h).is_integer() or h < 1 for h in hidden):
-            raise ValueError(f"hidden layer widths must be positive integers, got {', '.join(map(str, hidden))}")
-        hidden = tuple(int(h) for h in hidden)
+        hidden = tuple(whole_number(h, "hidden layer widths", 1) for h in hidden)
         dropout = float(dropout)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a rate in [0, 1), got {dropout}")
