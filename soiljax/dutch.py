@@ -117,6 +117,18 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ._climate import (
+    N_MONTHS,
+    active_layer,
+    annual_wave,
+    carbon_inputs,
+    growing_season,
+    layer_sand,
+    monthly,
+    nitrogen_limitation,
+    oxygen_scalar,
+    seasonal_weights,
+)
 from ._forcing import Forcing
 from ._grid import N_LAYERS, ZSOI
 from ._observations import Observations
@@ -317,8 +329,6 @@ def netherlands_forcing(profiles_meta: xr.Dataset) -> tuple[Forcing, xr.Dataset]
     ``soil_group``, the mean ``water_table`` depth (m) and
     ``annual_input`` (gC m-2 yr-1) used.
     """
-    from .synthetic import N_MONTHS, active_layer_depth
-
     if "soil_group" not in profiles_meta.variables:
         raise ValueError("profiles_meta needs a 'soil_group' variable on 'site' (the metadata of dutch_profiles)")
     group = np.asarray(profiles_meta["soil_group"].values).astype(str)
@@ -334,11 +344,8 @@ def netherlands_forcing(profiles_meta: xr.Dataset) -> tuple[Forcing, xr.Dataset]
     # temperature: damped, lagged annual wave (as soiljax.synthetic)
     omega = 2.0 * np.pi / (365.0 * 86400.0)
     d = np.sqrt(2.0 * kappa / omega)  # damping depth (m)
-    phase = 2.0 * np.pi * (m - T_PEAK_MONTH) / N_MONTHS
-    tsoi = 273.15 + T_MEAN_C + GEOTHERMAL * z + T_AMPLITUDE * np.exp(-z / s(d)) * np.cos(phase - z / s(d))
-    alt = active_layer_depth(tsoi)
-    altmax = np.maximum.accumulate(alt, axis=1)
-    altmax_lastyear = np.repeat(alt.max(axis=1, keepdims=True), N_MONTHS, axis=1)
+    tsoi = 273.15 + T_MEAN_C + GEOTHERMAL * z + annual_wave(T_AMPLITUDE, d, T_PEAK_MONTH)
+    altmax, altmax_lastyear = active_layer(tsoi)
     # the soil never freezes here, so this is ALT_FULL_COLUMN (49.556 m) everywhere
 
     # water table: 0.25 m shallower in winter, deepest in August (month 7)
@@ -347,17 +354,15 @@ def netherlands_forcing(profiles_meta: xr.Dataset) -> tuple[Forcing, xr.Dataset]
     summer = 0.5 * (1.0 + np.cos(2.0 * np.pi * (m - 6.5) / N_MONTHS))  # 1 in July-August, 0 in winter
     w_top = np.clip(s(w_unsat) + 0.15 * (0.5 - summer), 0.0, 1.0)
     w = np.clip(w_top + (1.0 - w_top) * below, 0.0, 1.0)
-    o = np.clip(1.0 - (1.0 - s(o_floor)) * below, 0.2, 1.0)
-    growing = np.clip(np.cos(2.0 * np.pi * (m - T_PEAK_MONTH) / N_MONTHS), 0.0, None)
-    fpi = np.clip(0.8 + 0.2 * (1.0 - np.exp(-z / 0.5)) - 0.05 * growing * np.exp(-z / 0.3), 0.0, 1.0)
+    o = oxygen_scalar((1.0 - s(o_floor)) * below, n)
+    fpi = nitrogen_limitation(0.8, 0.2, 0.5, 0.05, growing_season(T_PEAK_MONTH))
     fpi = np.broadcast_to(fpi, (n, N_MONTHS, N_LAYERS))
 
     # inputs (gC m-2 month-1)
-    weights = 1.0 + INPUT_SEASONALITY * np.cos(2.0 * np.pi * (np.arange(N_MONTHS) - INPUT_PEAK_MONTH) / N_MONTHS)
-    weights /= weights.sum()
-    monthly = ANNUAL_INPUT * weights
-    fractions = [CWD_FRACTION] + [(1.0 - CWD_FRACTION) * f for f in LITTER_SPLIT]
-    inputs = [np.broadcast_to(f * monthly, (n, N_MONTHS)) for f in fractions]
+    weights = np.broadcast_to(seasonal_weights(INPUT_SEASONALITY, INPUT_PEAK_MONTH), (n, N_MONTHS))
+    metabolic, cellulose, lignin = (np.full(n, f) for f in LITTER_SPLIT)
+    inputs = carbon_inputs(np.full(n, ANNUAL_INPUT), weights, cwd=np.full(n, CWD_FRACTION), metabolic=metabolic,
+                           cellulose=cellulose, lignin=lignin)
 
     if "sand_layer" in profiles_meta.variables:
         sand = np.asarray(profiles_meta["sand_layer"].transpose("site", "layer").values, dtype=float)
@@ -373,12 +378,12 @@ def netherlands_forcing(profiles_meta: xr.Dataset) -> tuple[Forcing, xr.Dataset]
         fpi_vr=fpi,
         altmax=altmax,
         altmax_lastyear=altmax_lastyear,
-        nbedrock=np.full((n, N_MONTHS), N_LAYERS),
-        cwd_input=inputs[0],
-        litr1_input=inputs[1],
-        litr2_input=inputs[2],
-        litr3_input=inputs[3],
-        cellsand=np.clip(sand, 0.0, 100.0),
+        nbedrock=monthly(np.full(n, N_LAYERS)),
+        cwd_input=inputs["CWD_INPUT"],
+        litr1_input=inputs["LITR1_INPUT"],
+        litr2_input=inputs["LITR2_INPUT"],
+        litr3_input=inputs["LITR3_INPUT"],
+        cellsand=layer_sand(sand),
         site_labels=labels,
     )
     info = xr.Dataset(

@@ -67,8 +67,26 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from ._climate import ALT_FULL_COLUMN as ALT_FULL_COLUMN  # 49.556 m, bottom of level 25
+from ._climate import N_MONTHS as N_MONTHS
+from ._climate import T_FREEZE as T_FREEZE
+from ._climate import (
+    active_layer,
+    annual_wave,
+    bedrock_depth_of_level,
+    carbon_inputs,
+    growing_season,
+    layer_sand,
+    monthly,
+    nitrogen_limitation,
+    oxygen_scalar,
+    seasonal_weights,
+    water_scalar,
+    wet_soil_anoxia,
+)
+from ._climate import active_layer_depth as active_layer_depth
 from ._forcing import Forcing
-from ._grid import N_LAYERS, ZISOI, ZISOI_ALL, ZSOI
+from ._grid import N_LAYERS, ZSOI
 from ._observations import Observations, validate_observation_arrays
 from ._options import ZONES as ZONES  # names of the climate zones, in the order of the zone_id codes
 from ._stages import Stages
@@ -76,10 +94,7 @@ from ._stages import Stages
 CLIMATES: tuple[str, ...] = ZONES[:4]
 """Zones with their own climate; shallow-bedrock sites borrow one of these."""
 
-T_FREEZE = 273.15
-ALT_FULL_COLUMN = float(ZISOI_ALL[-1])  # 49.556 m, bottom of level 25
 SHALLOW_BEDROCK_LEVELS = np.array([5, 6, 8, 10, 12, 15])
-N_MONTHS = 12
 
 # Per-climate ranges (low, high) of the site-level draws, index = climate id.
 _RANGES: dict[str, np.ndarray] = {
@@ -141,29 +156,6 @@ def _noise(rng: np.random.Generator, n: int, sd: float) -> np.ndarray:
     return out
 
 
-def active_layer_depth(tsoi: np.ndarray) -> np.ndarray:
-    """Active-layer depth (m) of each month from TSOI (..., month, layer) in K.
-
-    CTSM's rule with the deepest thaw: the deepest thawed node whose lower
-    neighbour is frozen, interpolated linearly to 0 degC between the two
-    nodes; 49.556 m (bottom of level 25) when layer 20 is thawed; 0 when no
-    layer thaws.
-    """
-    tsoi = np.asarray(tsoi, dtype=float)
-    thawed = tsoi > T_FREEZE
-    edge = thawed[..., :-1] & ~thawed[..., 1:]  # thawed node j above frozen node j+1
-    has_edge = edge.any(-1)
-    # deepest edge: last True along the layer axis
-    j = edge.shape[-1] - 1 - np.argmax(edge[..., ::-1], axis=-1)
-    t_up = np.take_along_axis(tsoi, j[..., None], -1)[..., 0]
-    t_dn = np.take_along_axis(tsoi, j[..., None] + 1, -1)[..., 0]
-    z = np.asarray(ZSOI)
-    frac = (t_up - T_FREEZE) / np.where(t_up > t_dn, t_up - t_dn, 1.0)
-    alt = z[j] + (z[j + 1] - z[j]) * np.clip(frac, 0.0, 1.0)
-    alt = np.where(has_edge, alt, 0.0)
-    return np.where(thawed[..., -1], ALT_FULL_COLUMN, alt)
-
-
 def synthetic_sites(n: int, seed: int = 0, zones=None, *, progress: bool = False) -> tuple[Forcing, xr.Dataset]:
     """Generate ``n`` synthetic sites.
 
@@ -222,15 +214,9 @@ def synthetic_sites(n: int, seed: int = 0, zones=None, *, progress: bool = False
     z = np.asarray(ZSOI)[None, None, :]  # (1, 1, layer)
     m = np.arange(N_MONTHS, dtype=float)[None, :, None]  # (1, month, 1)
     s = lambda x: np.asarray(x)[:, None, None]  # noqa: E731  per-site -> broadcastable
-    phase = 2.0 * np.pi * (m - s(peak)) / N_MONTHS  # (site, month, 1)
-    lag = z / s(d)  # (site, 1, layer)
-    damp = s(amp) * np.exp(-lag)
-    # cos(phase - lag) expanded, so that only (site, month) and (site, layer) arrays see cos/sin
-    wave = np.cos(phase) * (damp * np.cos(lag)) + np.sin(phase) * (damp * np.sin(lag))
     tsoi = _noise(rng, n, 0.2) * np.exp(-z / 0.5)
     tsoi += s(t_mean) + s(gradient) * z
-    tsoi += wave
-    frozen = tsoi <= T_FREEZE
+    tsoi += annual_wave(amp, d, peak)
 
     # --- water scalar ---------------------------------------------------------
     stage("water scalar")
@@ -239,49 +225,34 @@ def synthetic_sites(n: int, seed: int = 0, zones=None, *, progress: bool = False
     season = np.cos(2.0 * np.pi * (m - wet_peak) / N_MONTHS) * np.exp(-z / 1.0)
     w = _noise(rng, n, 0.02)
     w += s(r["wet_mean"]) + s(r["wet_season"]) * (1.5 * season)
-    deep_floor = np.where(climate == CLIMATES.index("arid"), 0.05, 0.2)
-    w = np.maximum(w, s(deep_floor) * (1.0 - np.exp(-z / 0.3)))  # subsoil keeps some moisture
-    liquid = rng.uniform(0.1, 0.3, n)
-    w = np.where(frozen, np.maximum(w * s(liquid), 0.05), w)
-    w = np.clip(w, 0.0, 1.0)
-    # every layer decomposes in at least one month (a layer that never does makes CLM5 singular)
-    wettest = np.argmax(w, axis=1)[:, None, :]
-    w_max = np.take_along_axis(w, wettest, axis=1)
-    np.put_along_axis(w, wettest, np.maximum(w_max, 0.05), axis=1)
+    deep_floor = np.where(climate == CLIMATES.index("arid"), 0.05, 0.2)  # subsoil keeps some moisture
+    liquid = rng.uniform(0.1, 0.3, n)  # share of the water still liquid in frozen layers
+    w = water_scalar(w, tsoi, subsoil_floor=deep_floor, liquid=liquid)
 
     # --- oxygen and nitrogen scalars ------------------------------------------
     stage("oxygen and nitrogen scalars")
-    wetness = np.clip(w.mean(axis=1, keepdims=True) - 0.5, 0.0, None)  # (n, 1, layer)
-    o = np.clip(1.0 - 1.6 * wetness * (1.0 - np.exp(-z / 0.8)), 0.2, 1.0)
-    o = np.broadcast_to(o, (n, N_MONTHS, N_LAYERS)).copy()
-    growing = np.clip(np.cos(2.0 * np.pi * (m - s(peak)) / N_MONTHS), 0.0, None)
+    o = oxygen_scalar(wet_soil_anoxia(w), n)
     fpi0 = s(r["fpi_surface"])
-    fpi = fpi0 + (1.0 - fpi0) * 0.85 * (1.0 - np.exp(-z / 0.6)) - 0.1 * growing * np.exp(-z / 0.3)
-    fpi = np.clip(fpi + _noise(rng, n, 0.02), 0.05, 1.0)
+    fpi = nitrogen_limitation(fpi0, (1.0 - fpi0) * 0.85, 0.6, 0.1, growing_season(peak), noise=_noise(rng, n, 0.02))
 
     # --- active layer --------------------------------------------------------
     stage("active layer")
-    alt = active_layer_depth(tsoi)  # (n, month)
-    altmax = np.maximum.accumulate(alt, axis=1)
-    altmax_lastyear = np.repeat(alt.max(axis=1, keepdims=True), N_MONTHS, axis=1)
+    altmax, altmax_lastyear = active_layer(tsoi)
 
     # --- carbon inputs -------------------------------------------------------
     stage("carbon inputs")
-    m1 = np.arange(N_MONTHS, dtype=float)[None, :]
-    weights = np.maximum(1.0 + r["input_seasonality"][:, None] * np.cos(2.0 * np.pi * (m1 - peak[:, None]) / N_MONTHS), 0.02)
-    weights /= weights.sum(axis=1, keepdims=True)
+    weights = seasonal_weights(r["input_seasonality"], peak)
     total = r["input_total"]
-    cwd = r["cwd_fraction"]
     metabolic = rng.uniform(0.25, 0.45, n)
     lignin = rng.uniform(0.12, 0.25, n)
-    cellulose = 1.0 - metabolic - lignin
-    annual = np.stack([cwd, (1 - cwd) * metabolic, (1 - cwd) * cellulose, (1 - cwd) * lignin], axis=1)
-    monthly = (total[:, None] * annual)[:, :, None] * weights[:, None, :]  # (n, 4, month)
+    inputs = carbon_inputs(
+        total, weights, cwd=r["cwd_fraction"], metabolic=metabolic, cellulose=1.0 - metabolic - lignin, lignin=lignin
+    )
 
     # --- sand -----------------------------------------------------------------
     stage("sand")
     sand = r["sand"][:, None] + rng.uniform(-10.0, 10.0, n)[:, None] * (np.asarray(ZSOI)[None, :] / 8.0)
-    sand = np.clip(sand + rng.normal(0.0, 1.5, (n, N_LAYERS)), 0.0, 100.0)
+    sand = layer_sand(sand + rng.normal(0.0, 1.5, (n, N_LAYERS)))
 
     site_id = np.array([f"syn{seed}_{i:06d}" for i in range(n)])
     stage("forcing checks")
@@ -292,11 +263,11 @@ def synthetic_sites(n: int, seed: int = 0, zones=None, *, progress: bool = False
         fpi_vr=fpi,
         altmax=altmax,
         altmax_lastyear=altmax_lastyear,
-        nbedrock=np.repeat(nbedrock[:, None], N_MONTHS, axis=1),
-        cwd_input=monthly[:, 0],
-        litr1_input=monthly[:, 1],
-        litr2_input=monthly[:, 2],
-        litr3_input=monthly[:, 3],
+        nbedrock=monthly(nbedrock),
+        cwd_input=inputs["CWD_INPUT"],
+        litr1_input=inputs["LITR1_INPUT"],
+        litr2_input=inputs["LITR2_INPUT"],
+        litr3_input=inputs["LITR3_INPUT"],
         cellsand=sand,
         site_labels=site_id,
     )
@@ -332,8 +303,7 @@ def bedrock_depth(forcing: Forcing) -> np.ndarray:
 
     ``ZISOI[nbedrock - 1]`` with the shallowest nbedrock over the months.
     """
-    nb = np.asarray(forcing.nbedrock).min(axis=-1)
-    return np.asarray(ZISOI)[np.clip(nb, 1, N_LAYERS) - 1]
+    return bedrock_depth_of_level(np.asarray(forcing.nbedrock).min(axis=-1))
 
 
 def _observe_batch(soc_layers: np.ndarray, depth: np.ndarray, batch: int = 4096) -> np.ndarray:
