@@ -37,6 +37,11 @@ into noisy observed SOC profiles (with the truth) for testing calibrations.
 
 Physics of every variable
 -------------------------
+The formulas this module shares with :mod:`soiljax.world` and
+:mod:`soiljax.dutch` (the temperature wave, the water, oxygen and nitrogen
+scalars, the active layer, inputs, bedrock and sand) are written once in
+``soiljax/_climate.py``; the random draws are made here.
+
 - TSOI (K): ``T(z, m) = T_mean + g z + A exp(-z/d) cos(2 pi (m - m_peak)/12 - z/d)``
   plus 0.2 K noise that fades with depth: the annual wave damped and lagged
   with depth (d = damping depth, g = 0.015-0.03 K m-1 geothermal gradient).
