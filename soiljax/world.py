@@ -1349,7 +1349,8 @@ def write_world(world: World, directory) -> None:
     ``cell_u_true`` (cell, param), with the model's parameter names as the
     ``param`` coordinate).  Existing files of the same names are replaced.
     """
-    from .io import _write, write_forcing, write_observations
+    from .io import write_forcing, write_observations
+    from .io._netcdf import write_dataset as _write
 
     if not isinstance(world, World):
         raise TypeError(f"write_world needs a World (from synthetic_world or read_world), got {type(world).__name__}")
@@ -1393,7 +1394,8 @@ def write_world(world: World, directory) -> None:
 
 def read_world(directory) -> World:
     """Read a world written by :func:`write_world`."""
-    from .io import FileFormatError, _open, read_forcing, read_observations
+    from .io import FileFormatError, read_forcing, read_observations
+    from .io._netcdf import open_dataset as _open
 
     path = Path(directory)
     if not path.is_dir():
