@@ -180,7 +180,8 @@ def test_no_module_imports_another_modules_private_name():
     [
         ("from ..io import _open\n", [("soiljax.learning._maps", "soiljax.io", "_open")]),
         ("from .. import io\nio._write(ds, path)\n", [("soiljax.learning._maps", "soiljax.io", "_write")]),
-        ("from ._train import _provenance as p\n", [("soiljax.learning._maps", "soiljax.learning._train", "_provenance")]),
+        ("from ._train import _provenance as p\n",
+         [("soiljax.learning._maps", "soiljax.learning._train", "_provenance")]),
         ("from ..io._netcdf import write_dataset as _write\n", []),  # a public name under a private alias
         ("from .. import __version__\n", []),  # a dunder of the parent package
     ],
