@@ -32,6 +32,7 @@ _EXPORTS = {
     "._models": ("CLM5", "COMPAS", "AbstractSoilModel", "SteadyState"),
     "._observations": ("ObservationError", "Observations"),
     "._params": ("CLM5_SPACE", "COMPAS_SPACE", "ParamSpace"),
+    "._simulate": ("simulate_to_file",),
     "._transient": ("transient", "vector_field"),
     ".io": ("read_forcing", "read_observations", "read_params", "write_forcing", "write_observations",
             "write_params"),

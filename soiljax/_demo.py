@@ -15,7 +15,8 @@ import numpy as np
 import xarray as xr
 
 from ._models import CLM5, COMPAS
-from .io import simulate_to_file, write_forcing
+from ._simulate import simulate_to_file
+from .io import write_forcing
 from .synthetic import ZONES, synthetic_sites
 
 def run_demo(

@@ -5,7 +5,7 @@ dataset to its own netCDF part file in ``<path>.parts/`` as soon as it is
 computed, and merges the parts into ``path`` at the end.  A run that stops
 part-way loses at most the batch in progress; calling again with the same
 inputs (same fingerprint) computes only the missing batches.  Used by
-:func:`soiljax.io.simulate_to_file` and :func:`soiljax.calibration.calibrate`.
+:func:`soiljax.simulate_to_file` and :func:`soiljax.calibration.calibrate`.
 
 A run holds a lock on its output (``<path>.lock``, naming the process), so a
 second run on the same output is refused instead of computing everything
@@ -76,7 +76,7 @@ def check_output_path(path) -> Path:
     kind.  Missing folders are fine (they are made when writing); nothing is
     created here.  Cheap: call it before reading inputs or compiling.
     """
-    from .io import OutputError
+    from .io._netcdf import OutputError
 
     path = Path(path)
     if path.is_dir():
@@ -169,7 +169,7 @@ def _stale(info: dict | None, file: Path) -> bool:
 
     Raises :class:`OutputLockedError` if it belongs to a live run, or to a
     run on another host."""
-    from .io import OutputLockedError
+    from .io._netcdf import OutputLockedError
 
     out = str(file)[: -len(".lock")]
     if info is None:  # empty or garbled: its writer died between creating and filling it, or is filling it now
@@ -210,7 +210,7 @@ def _break(file: Path, seen: tuple) -> None:
 
 def _acquire(file: Path) -> str:
     """Create the lock ``file`` for this process; returns the text written (to release only our own lock)."""
-    from .io import OutputLockedError, OutputWriteError
+    from .io._netcdf import OutputLockedError, OutputWriteError
 
     text = json.dumps(_owner())
     deadline = time.monotonic() + _LOCK_TIMEOUT
@@ -262,8 +262,9 @@ def output_lock(path):
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove hidden temporary files (``.NAME.tmpPID``, see :func:`soiljax.io._write`) of ``path`` and its
-    parts whose writer is no longer running (killed mid-write).
+    """Remove hidden temporary files (``.NAME.tmpPID``, see
+    :func:`soiljax.io._netcdf.write_dataset`) of ``path`` and its parts whose writer is no longer running
+    (killed mid-write).
 
     Called while holding the lock, so a live writer can only be a worker of a
     killed run finishing its batch; a pid equal to ours is a leftover of an
@@ -293,7 +294,7 @@ class _PartWriter:
 
 
 def _engine() -> str:
-    from .io import netcdf_engine
+    from .io._netcdf import netcdf_engine
 
     return netcdf_engine()
 
@@ -366,7 +367,7 @@ def run_in_parts(
     both say where the finished batches are kept, and so does a note on
     any other error.
     """
-    from .io import OutputError
+    from .io._netcdf import OutputError
 
     path = Path(path)
     check_output_path(path)
@@ -390,7 +391,7 @@ def _kept_note(parts: Path, n_batches: int) -> str:
 def _run_locked(path: Path, *, n, batch_size, fingerprint, compute, write, required, resume, progress, desc,
                 finalize, manifest, parallel, kept) -> xr.Dataset:
     """:func:`run_in_parts` once the output is locked."""
-    from .io import OutputWriteError
+    from .io._netcdf import OutputWriteError
 
     batch_size = max(1, min(int(batch_size), n))
     n_batches = -(-n // batch_size)

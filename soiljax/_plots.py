@@ -1,6 +1,6 @@
 """Figures comparing CLM5 and COMPAS result datasets (matplotlib).
 
-Each function takes result datasets as written by :func:`soiljax.io.simulate_to_file`
+Each function takes result datasets as written by :func:`soiljax.simulate_to_file`
 and returns a :class:`matplotlib.figure.Figure`; :func:`demo_figures` writes the
 demo's PNGs.  Figures are built without pyplot, so they render with the Agg
 backend on headless machines and never change the backend of a notebook.

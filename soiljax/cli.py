@@ -18,7 +18,7 @@ Subcommands::
 User errors (a missing or malformed file, a missing variable, a wrong unit,
 bad options) print one line to stderr and exit with status 2; there is no
 traceback.  Each subcommand is a thin wrapper around a library function:
-:func:`soiljax.io.simulate_to_file`, :func:`soiljax.synthetic.synthetic_sites`,
+:func:`soiljax.simulate_to_file`, :func:`soiljax.synthetic.synthetic_sites`,
 :func:`soiljax.calibration.calibrate`, :func:`soiljax.world.synthetic_world`,
 :func:`soiljax.learning.train_two_stage` / :func:`~soiljax.learning.train_end_to_end`,
 :func:`soiljax.learning.predict_maps`, ``soiljax._demo.run_demo``.
@@ -120,6 +120,7 @@ def _check_simulate(args) -> None:
 def _run_simulate(args) -> int:
     _check_simulate(args)
     from . import io
+    from ._simulate import simulate_to_file
     from ._sites import SitePairingError, pair_sites
 
     model = _models()[args.model](bedrock=args.bedrock)
@@ -147,7 +148,7 @@ def _run_simulate(args) -> int:
         u = model.default_u()
         origin = "model defaults"
     progress = _progress(args)
-    io.simulate_to_file(
+    simulate_to_file(
         model,
         u,
         forcing,
@@ -422,9 +423,9 @@ def _site_labels(ds, source: str) -> np.ndarray:
 
 def _read_covariates(path):
     """(covariate matrix, names, site labels) from a file with ``covariates`` (site, covariate)."""
-    from .io import _open
+    from .io._netcdf import open_dataset
 
-    ds = _open(path, "covariate", UserError)
+    ds = open_dataset(path, "covariate", UserError)
     if "covariates" not in ds:
         raise UserError(f"covariate file {str(path)!r} has no variable 'covariates' (site, covariate); "
                         "write one like soiljax.world's sites.nc")
@@ -551,6 +552,7 @@ def _run_learn(args) -> int:
     _check_learn_options(args)
     from . import io
     from . import learning as L
+    from .io._netcdf import open_dataset
 
     if args.world:
         folder = Path(args.world)
@@ -564,7 +566,7 @@ def _run_learn(args) -> int:
     model = _models()[args.model](bedrock=args.bedrock or "proda")  # two-stage: only its parameter names
     post = None
     if args.posterior:
-        post = io._open(args.posterior, "posterior", UserError)
+        post = open_dataset(args.posterior, "posterior", UserError)
         if "u_mean" not in post:
             raise UserError(f"posterior file {args.posterior!r} has no 'u_mean'; write one with soiljax calibrate")
         if "param" not in post.coords:

@@ -14,6 +14,8 @@ import pytest
 import xarray as xr
 
 from soiljax import io
+from soiljax.io import _netcdf
+from soiljax.io._netcdf import write_dataset
 from soiljax._parts import (
     FINGERPRINT_ATTR,
     PARTIAL_ATTR,
@@ -97,7 +99,7 @@ def _run(out, calls=None, **kw):
         calls.append((lo, hi))
         return _ds(lo, hi)
 
-    kw = {"n": 4, "batch_size": 2, "fingerprint": "abc", "write": io._write, "required": "x"} | kw
+    kw = {"n": 4, "batch_size": 2, "fingerprint": "abc", "write": write_dataset, "required": "x"} | kw
     return run_in_parts(out, compute=compute, **kw)
 
 
@@ -134,6 +136,7 @@ _HOLDER = textwrap.dedent("""
     import numpy as np, xarray as xr
     from soiljax import io
     from soiljax._parts import run_in_parts
+    from soiljax.io._netcdf import write_dataset
 
     out, flag = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 
@@ -145,7 +148,7 @@ _HOLDER = textwrap.dedent("""
                 time.sleep(0.05)
         return xr.Dataset({"x": (("site", "t"), np.full((hi - lo, 1), float(lo)))})
 
-    run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=compute, write=io._write, required="x")
+    run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=compute, write=write_dataset, required="x")
 """)
 
 
@@ -222,7 +225,7 @@ def test_interrupted_run_says_where_its_parts_are_and_releases_the_lock(tmp_path
         return _ds(lo, hi)
 
     with pytest.raises(RunInterrupted) as err:
-        run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=stop, write=io._write, required="x")
+        run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=stop, write=write_dataset, required="x")
     assert isinstance(err.value, KeyboardInterrupt)
     message = str(err.value)
     assert str(parts_dir(out)) in message and "1 of 2" in message and "rerun" in message and "\n" not in message
@@ -239,7 +242,7 @@ def test_part_files_are_marked_and_stale_temporary_files_removed(tmp_path):
         return _ds(lo, hi)
 
     with pytest.raises(KeyboardInterrupt):
-        run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=stop, write=io._write, required="x")
+        run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=stop, write=write_dataset, required="x")
     with xr.open_dataset(parts / "part_000000.nc") as part:
         assert "not a result file" in part.attrs[PARTIAL_ATTR] and "1 of 2" in part.attrs[PARTIAL_ATTR]
     dead, live = _dead_pid(), os.getppid()
@@ -254,7 +257,7 @@ def test_part_files_are_marked_and_stale_temporary_files_removed(tmp_path):
         seen.append([f.exists() for f in stale])
         return _ds(lo, hi)
 
-    done = run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=compute, write=io._write, required="x")
+    done = run_in_parts(out, n=4, batch_size=2, fingerprint="abc", compute=compute, write=write_dataset, required="x")
     assert seen == [[False, False, False]]  # removed before computing
     assert all(f.exists() for f in kept)
     assert PARTIAL_ATTR not in done.attrs
@@ -271,6 +274,7 @@ _FULL_DISK = textwrap.dedent("""
     import numpy as np, xarray as xr
     from soiljax import io
     from soiljax._parts import run_in_parts
+    from soiljax.io._netcdf import write_dataset
 
     out, limit, workers = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 
@@ -290,7 +294,7 @@ _FULL_DISK = textwrap.dedent("""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
-        run_in_parts(out, n=40, batch_size=10, fingerprint="abc", compute=compute, write=io._write, required="x",
+        run_in_parts(out, n=40, batch_size=10, fingerprint="abc", compute=compute, write=write_dataset, required="x",
                      parallel=parallel)
     except io.OutputWriteError as exc:
         print(exc)
@@ -318,7 +322,7 @@ def _assert_disk_full(tmp_path, out, proc, finished):
         calls.append(lo)
         return xr.Dataset({"x": (("site", "t"), np.full((hi - lo, 2000), float(lo)))})
 
-    done = run_in_parts(out, n=40, batch_size=10, fingerprint="abc", compute=compute, write=io._write, required="x")
+    done = run_in_parts(out, n=40, batch_size=10, fingerprint="abc", compute=compute, write=write_dataset, required="x")
     assert len(calls) == 4 - finished
     np.testing.assert_array_equal(done["x"].values[:, 0], np.repeat([0.0, 10, 20, 30], 10))
     assert not [p.name for p in tmp_path.rglob(".*tmp*")]
@@ -344,12 +348,12 @@ def test_a_full_disk_in_a_worker_is_the_same_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("in_memory", [True, False])  # False: an xarray that cannot make netCDF-4 in memory
 def test_a_failed_write_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch, in_memory):
-    monkeypatch.setattr(io, "_writes_to_memory", lambda engine: in_memory)
+    monkeypatch.setattr(_netcdf, "_writes_to_memory", lambda engine: in_memory)
     (tmp_path / "taken.nc").mkdir()  # os.replace onto a folder fails as a full disk would: with an OSError
     with pytest.raises(io.OutputWriteError, match="could not write") as err:
-        io._write(_ds(0, 3), tmp_path / "taken.nc")
+        write_dataset(_ds(0, 3), tmp_path / "taken.nc")
     assert str(tmp_path / "taken.nc") in str(err.value) and "\n" not in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.nc"]  # no temporary file left
-    io._write(_ds(0, 3), tmp_path / "ok.nc")
+    write_dataset(_ds(0, 3), tmp_path / "ok.nc")
     with xr.open_dataset(tmp_path / "ok.nc") as ds:
         assert ds["x"].values[:, 0].tolist() == [0.0, 0.0, 0.0]

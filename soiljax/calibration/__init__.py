@@ -40,9 +40,9 @@ from ._samplers import warmup_schedule as warmup_schedule
 from ._summary import RHAT_THRESHOLD as RHAT_THRESHOLD
 from ._summary import gelman_rubin as gelman_rubin
 from ._summary import proda_filter as proda_filter
-from ._summary import read_posterior as read_posterior
 from ._summary import rhat_and_ess as rhat_and_ess
 from ._summary import summarize as summarize
-from ._summary import write_posterior as write_posterior
 from ._numpyro import numpyro_model as numpyro_model
 from ._numpyro import sample_numpyro as sample_numpyro
+from ..io.posteriors import read_posterior as read_posterior
+from ..io.posteriors import write_posterior as write_posterior

@@ -52,7 +52,6 @@ every chain thinned to ``keep_draws`` draws.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import blackjax
 import equinox as eqx
@@ -63,6 +62,8 @@ import xarray as xr
 
 from .._diagnostics import soc_stock
 from .._grid import DZ, N_LAYERS, ZISOI, ZSOI
+from ..io._netcdf import attr_value, provenance
+from ..io.posteriors import read_posterior, write_posterior  # noqa: F401 - the posterior file format
 from ._likelihood import nse as _nse
 from ._likelihood import safe_depth
 from .._pchip import observe
@@ -183,8 +184,6 @@ def summarize(
     (``acceptance``, ``divergences``, ``step_size``, ``start_ok``,
     ``n_evals``, ``rescued``, optionally ``thinning``) as produced by :func:`soiljax.calibration.calibrate`.
     """
-    from .. import io as _io
-
     space = model.space
     u = np.asarray(draws.u)
     n_site, n_chain, n_draw, d = u.shape
@@ -295,28 +294,7 @@ def summarize(
         "chain": ("chain", np.arange(n_chain)),
     }
     ds = xr.Dataset(data, coords=coords)
-    ds.attrs.update(_io._provenance(f"soiljax {type(model).__name__} calibration"))
-    ds.attrs.update({k: _io._attr_value(v) for k, v in (attrs or {}).items()})
+    ds.attrs.update(provenance(f"soiljax {type(model).__name__} calibration"))
+    ds.attrs.update({k: attr_value(v) for k, v in (attrs or {}).items()})
     return ds
 
-
-def write_posterior(ds: xr.Dataset, path) -> Path:
-    """Write a posterior dataset atomically (booleans stored as int8)."""
-    from .. import io as _io
-
-    out = ds.copy()
-    for name in ("accepted", "valid_mean", "start_ok"):
-        if name in out:
-            out[name] = out[name].astype("int8")
-    return _io._write(out, path)
-
-
-def read_posterior(path) -> xr.Dataset:
-    """Read a posterior file written by :func:`calibrate` (flags back as bool)."""
-    from .. import io as _io
-
-    ds = _io._open(path, "posterior", _io.FileFormatError)
-    for name in ("accepted", "valid_mean", "start_ok"):
-        if name in ds:
-            ds[name] = ds[name].astype(bool)
-    return ds

@@ -1,4 +1,4 @@
-"""Pieces shared by the two training loops: optimiser, guarded update, early stopping, progress."""
+"""Pieces shared by the two training loops: optimiser, guarded update, early stopping, progress, provenance."""
 
 from __future__ import annotations
 
@@ -91,3 +91,20 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def provenance() -> dict:
+    """What a learner's metadata records about the run: soiljax version, time (UTC), float64 on or off."""
+    import datetime
+
+    try:
+        from importlib.metadata import version
+
+        v = version("soiljax")
+    except Exception:  # pragma: no cover
+        v = "unknown"
+    return {
+        "soiljax_version": v,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "float64": bool(jax.config.jax_enable_x64),
+    }

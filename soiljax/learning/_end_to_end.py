@@ -28,10 +28,9 @@ import numpy as np
 from .._models import AbstractSoilModel
 from .._pchip import observe
 from ..calibration._likelihood import AbstractLikelihood, LogNormal, safe_depth
-from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer
+from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer, provenance
 from ._learner import Learner, check_covariates, check_split, init_learner, metadata_json, model_name_of, split_indices
 from ._network import PRODA_DROPOUT, PRODA_HIDDEN, ParamNet
-from ._train import _provenance
 
 DEFAULT_SIGMA = 0.1
 """Default relative error of the observations (log-normal sigma): the recovery experiment's 10% noise."""
@@ -426,7 +425,7 @@ def train_end_to_end(
         "n_test": int(test.size),
         "init": None if init is None else init.metadata.get("method", "learner"),
         "wall_s": history["wall_s"],
-        **_provenance(),
+        **provenance(),
         **(metadata or {}),
     }
     learner = dataclasses.replace(learner, nets=nets, metadata_json=metadata_json(md))

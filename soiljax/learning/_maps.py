@@ -33,7 +33,7 @@ invalid (or whose covariates are missing): never zeros.  Global attributes
 say which model (``model``), how many cells are invalid (``n_invalid``,
 ``n_cells``, ``valid_fraction``) and summarise the learner (``learner``,
 ``learner_method``, ``learner_metadata`` as JSON).  The eight names of
-:data:`MAP_VARIABLES` are a contract of the map files.
+:data:`MAP_VARIABLES` are a contract of the map files (their format: :mod:`soiljax.io.maps`).
 
 A learner that predicts only some of the model's parameters gets the model's
 default u for the others (listed in the attribute ``params_from_default``; the
@@ -54,26 +54,14 @@ import xarray as xr
 from .._batch import DEFAULT_CPU_BATCH, batched_steady_state
 from .._diagnostics import COMPONENT_LONG_NAMES, COMPONENT_UNITS, soc_stock, system_components
 from .._grid import DZ, N_LAYERS, ZISOI, ZSOI
+from ..io._netcdf import model_attrs as simulation_attrs
+from ..io._netcdf import open_dataset
+from ..io.maps import MAP_UNITS, MAP_VARIABLES, MapsError, check_maps, read_maps, write_maps
 from ._learner import Learner, model_name_of
 from ._network import U_EPS
 
-MAP_VARIABLES: tuple[str, ...] = (
-    "soc_stock_0_30",
-    "soc_stock_0_100",
-    "cte",
-    "k_bulk",
-    "xi_system",
-    "v_system",
-    "b_system",
-    "plant_input",
-)
-"""The map variables every map dataset and file holds, each over (lat, lon)."""
-
 STOCK_DEPTHS = {"soc_stock_0_30": 0.3, "soc_stock_0_100": 1.0}
 """Stock variable -> depth (m) it is integrated to."""
-
-MAP_UNITS = {"soc_stock_0_30": "kgC m-2", "soc_stock_0_100": "kgC m-2", **COMPONENT_UNITS}
-"""Units of the :data:`MAP_VARIABLES`."""
 
 LONG_NAMES = {
     "soc_stock_0_30": "SOC stock from the surface to 0.3 m",
@@ -86,10 +74,6 @@ LOG_IF_POSITIVE = ("k_bulk", "v_system")
 """Components that :func:`compare_models` correlates as log10 when they are positive in every compared cell."""
 
 EARTH_RADIUS_KM = 6371.0
-
-
-class MapsError(ValueError):
-    """Inputs of the map functions do not fit together (names, shapes, grids)."""
 
 
 # ---------------------------------------------------------------------------
@@ -125,8 +109,6 @@ def _learner_attrs(learner: Learner) -> dict:
 
 def _model_attrs(model) -> dict:
     """The model's options as file attributes (those of simulation files), named as the learners name it."""
-    from ..io import _model_attrs as simulation_attrs
-
     return {**simulation_attrs(model), "model": model_name_of(model)}
 
 
@@ -442,7 +424,7 @@ def _world_parts(world):
     if isinstance(world, (tuple, list)) and len(world) == 3:
         return tuple(world)
     if isinstance(world, (str, Path)):
-        from ..io import FileFormatError, _open, read_forcing
+        from ..io import FileFormatError, read_forcing
 
         path = Path(world)
         need = ("grid.nc", "cells.nc", "cell_forcing.nc")
@@ -453,8 +435,8 @@ def _world_parts(world):
                 f"({'missing: ' + ', '.join(missing) if path.is_dir() else 'no such directory'}); "
                 "write one with soiljax.world.write_world"
             )
-        grid = _open(path / "grid.nc", "world grid", FileFormatError)
-        cells = _open(path / "cells.nc", "world cells", FileFormatError)
+        grid = open_dataset(path / "grid.nc", "world grid", FileFormatError)
+        cells = open_dataset(path / "cells.nc", "world cells", FileFormatError)
         forcing, _ = read_forcing(path / "cell_forcing.nc")
         return grid, cells, forcing
     raise TypeError(
@@ -490,53 +472,6 @@ def predict_maps(
         progress=progress,
     )
     return to_grid(ds, grid)
-
-
-# ---------------------------------------------------------------------------
-# files
-# ---------------------------------------------------------------------------
-
-
-def check_maps(ds: xr.Dataset, what: str = "maps") -> None:
-    """Raise :class:`MapsError` unless ``ds`` holds the :data:`MAP_VARIABLES` over (lat, lon) with units."""
-    missing = [v for v in MAP_VARIABLES if v not in ds.data_vars]
-    if missing:
-        raise MapsError(
-            f"{what} lack the map variable(s) {', '.join(missing)}; map datasets come from predict_maps or to_grid"
-        )
-    for v in MAP_VARIABLES:
-        if ds[v].dims != ("lat", "lon"):
-            raise MapsError(f"{what}: {v} must have dims ('lat', 'lon'), got {ds[v].dims}")
-        if "units" not in ds[v].attrs:
-            raise MapsError(f"{what}: {v} has no units attribute (expected {MAP_UNITS[v]!r})")
-
-
-def write_maps(ds: xr.Dataset, path) -> Path:
-    """Write a map dataset to netCDF atomically (temporary file, then rename); returns the path.
-
-    Float variables are compressed (zlib); units and attributes are kept.
-    """
-    from ..io import _write
-
-    check_maps(ds)
-    encoding = {
-        name: {"zlib": True, "complevel": 4}
-        for name, var in ds.data_vars.items()
-        if np.issubdtype(var.dtype, np.floating)
-    }
-    return _write(ds, path, encoding=encoding)
-
-
-def read_maps(path) -> xr.Dataset:
-    """Read a map file written by :func:`write_maps` (into memory; ``valid`` and ``land`` as bool)."""
-    from ..io import FileFormatError, _open
-
-    ds = _open(path, "maps", FileFormatError)
-    for key in ("valid", "land", "predicted"):
-        if key in ds.variables and ds[key].dtype != bool:
-            ds[key] = ds[key].astype(bool)
-    check_maps(ds, what=f"maps file {str(path)!r}")
-    return ds
 
 
 # ---------------------------------------------------------------------------

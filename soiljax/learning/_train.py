@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer, whole_number
+from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer, provenance, whole_number
 from ._learner import Learner, check_covariates, check_split, init_learner, metadata_json, model_name_of, split_indices
 from ._losses import get_loss
 from ._network import PRODA_DROPOUT, PRODA_HIDDEN
@@ -266,27 +266,11 @@ def train_two_stage(
         "n_test": int(test.size),
         "weighted": w is not None,
         "wall_s": history["wall_s"],
-        **_provenance(),
+        **provenance(),
         **(metadata or {}),
     }
     learner = dataclasses.replace(learner, nets=nets, metadata_json=metadata_json(md))
     return learner, history
-
-
-def _provenance() -> dict:
-    import datetime
-
-    try:
-        from importlib.metadata import version
-
-        v = version("soiljax")
-    except Exception:  # pragma: no cover
-        v = "unknown"
-    return {
-        "soiljax_version": v,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "float64": bool(jax.config.jax_enable_x64),
-    }
 
 
 __all__ = ["train_two_stage"]

@@ -26,7 +26,8 @@ def write_world(world: World, directory) -> None:
     ``cell_u_true`` (cell, param), with the model's parameter names as the
     ``param`` coordinate).  Existing files of the same names are replaced.
     """
-    from ..io import _write, write_forcing, write_observations
+    from ..io import write_forcing, write_observations
+    from ..io._netcdf import write_dataset
 
     if not isinstance(world, World):
         raise TypeError(f"write_world needs a World (from synthetic_world or read_world), got {type(world).__name__}")
@@ -35,13 +36,13 @@ def write_world(world: World, directory) -> None:
         raise ValueError(f"{str(out)!r} is a file; write_world needs a directory (it writes several files)")
     out.mkdir(parents=True, exist_ok=True)
     attrs = dict(world.grid.attrs)
-    _write(world.grid, out / "grid.nc")
-    _write(world.cells, out / "cells.nc")
+    write_dataset(world.grid, out / "grid.nc")
+    write_dataset(world.cells, out / "cells.nc")
     cells, sites = world.cells, world.sites
     write_forcing(world.cell_forcing, out / "cell_forcing.nc", lat=cells["lat"].values, lon=cells["lon"].values,
                   site_id=cells["cell"].values,
                   attrs=attrs | {"title": "soiljax synthetic world: forcing of the land cells"})
-    _write(sites, out / "sites.nc")
+    write_dataset(sites, out / "sites.nc")
     site_id = sites["site"].values
     write_forcing(world.site_forcing, out / "site_forcing.nc", lat=sites["lat"].values, lon=sites["lon"].values,
                   site_id=site_id, attrs=attrs | {"title": "soiljax synthetic world: forcing of the sites"})
@@ -65,12 +66,13 @@ def write_world(world: World, directory) -> None:
             },
             attrs=attrs | {"model": key},
         )
-        _write(truth, out / f"truth_{key}.nc")
+        write_dataset(truth, out / f"truth_{key}.nc")
 
 
 def read_world(directory) -> World:
     """Read a world written by :func:`write_world`."""
-    from ..io import FileFormatError, _open, read_forcing, read_observations
+    from ..io import FileFormatError, read_forcing, read_observations
+    from ..io._netcdf import open_dataset
 
     path = Path(directory)
     if not path.is_dir():
@@ -84,7 +86,7 @@ def read_world(directory) -> World:
             "(write_world writes grid.nc, cells.nc, cell_forcing.nc, sites.nc, site_forcing.nc, obs_<model>.nc "
             "and truth_<model>.nc)"
         )
-    grid = _open(path / "grid.nc", "world grid", FileFormatError)
+    grid = open_dataset(path / "grid.nc", "world grid", FileFormatError)
     grid["land"] = grid["land"].astype(bool)
     keys = [k for k in str(grid.attrs.get("models", "")).split(",") if k]
     missing = [f"{kind}_{k}.nc" for k in keys for kind in ("obs", "truth") if not (path / f"{kind}_{k}.nc").exists()]
@@ -92,14 +94,14 @@ def read_world(directory) -> World:
         raise FileNotFoundError(
             f"world directory {str(path)!r} lacks {', '.join(missing)} (grid.nc lists the models {keys})"
         )
-    cells = _open(path / "cells.nc", "world cells", FileFormatError)
-    sites = _open(path / "sites.nc", "world sites", FileFormatError)
+    cells = open_dataset(path / "cells.nc", "world cells", FileFormatError)
+    sites = open_dataset(path / "sites.nc", "world sites", FileFormatError)
     cell_forcing, _ = read_forcing(path / "cell_forcing.nc")
     site_forcing, _ = read_forcing(path / "site_forcing.nc")
     u_true, cell_u, observations, valid = {}, {}, {}, {}
     for key in keys:
         obs, _ = read_observations(path / f"obs_{key}.nc", min_layers=0, check_units=False)
-        truth = _open(path / f"truth_{key}.nc", f"world truth of {key}", FileFormatError)
+        truth = open_dataset(path / f"truth_{key}.nc", f"world truth of {key}", FileFormatError)
         names = list(model_instance(model_key(key)).param_names)
         have = [str(p) for p in truth["param"].values]
         if sorted(have) != sorted(names):
