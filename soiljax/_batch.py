@@ -1,28 +1,24 @@
-"""Batched (and optionally sharded) steady states over many sites.
+"""Steady states of many sites: :func:`batched_steady_state` (and :func:`site_mesh`).
 
-The models are written for one site.  :func:`batched_steady_state` is the edge
-where batching happens: ``jax.vmap`` over sites, ``jax.jit`` once per model
-configuration, host-side chunking for progress and memory, and -- when a
-``jax.sharding.Mesh`` with a ``"site"`` axis is given -- sites spread over
-devices with ``NamedSharding(mesh, P("site"))``.  The site count is padded to a
-multiple of the chunk (and device) count, so every chunk reuses one compiled
-program; padded sites are dropped before returning.
+The models are written for one site; this is the public entry point for many:
+``jax.vmap`` over sites, ``jax.jit`` once per model configuration, run batch
+by batch by the site-batch engine (:func:`soiljax._engine.map_sites`, which
+pads the last batch so that every batch reuses one compiled program, and
+spreads each batch over the devices of a ``jax.sharding.Mesh`` with a
+``"site"`` axis when one is given).
 """
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
+from ._engine import DEFAULT_CPU_BATCH, map_sites
 from ._forcing import Forcing
 from ._models import AbstractSoilModel, SteadyState
 
-
-DEFAULT_CPU_BATCH = 512
-"""Sites per device and call on CPU: measured fastest between 250 and 1000
-(benchmarks/README.md); 2000 sites per call was 2.5x slower (cache)."""
+__all__ = ["DEFAULT_CPU_BATCH", "batched_steady_state", "site_mesh"]
 
 
 @eqx.filter_jit
@@ -34,13 +30,6 @@ def site_mesh(devices=None) -> Mesh:
     """A one-axis mesh named ``"site"`` over ``devices`` (default: all devices)."""
     devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.array(devices), ("site",))
-
-
-def _pad_sites(tree, n_pad: int):
-    if n_pad == 0:
-        return tree
-    # repeat the last site: a valid forcing, so padding never triggers errors
-    return jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], n_pad, axis=0)]), tree)
 
 
 def _broadcast_u(model: AbstractSoilModel, u, n_sites: int):
@@ -84,29 +73,5 @@ def batched_steady_state(
         )
     n = forcing.batch_shape[0]
     u = _broadcast_u(model, u, n)
-    n_dev = 1 if mesh is None else mesh.devices.size
-    if batch_size is None:
-        on_cpu = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform == "cpu"
-        batch_size = DEFAULT_CPU_BATCH * n_dev if on_cpu else n
-    chunk = max(1, min(int(batch_size), n))
-    chunk = -(-chunk // n_dev) * n_dev
-    n_chunks = -(-n // chunk)
-    total = n_chunks * chunk
-    u_p = _pad_sites(u, total - n)
-    f_p = _pad_sites(forcing, total - n)
-
-    sharding = None if mesh is None else NamedSharding(mesh, P("site"))
-    starts = range(0, total, chunk)
-    if progress and n_chunks > 1:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, total=n_chunks, desc=f"{type(model).__name__} steady states", unit="batch")
-    parts = []
-    for s in starts:
-        uc, fc = jax.tree_util.tree_map(lambda a: a[s : s + chunk], (u_p, f_p))
-        if sharding is not None:
-            uc, fc = jax.device_put((uc, fc), sharding)
-        out = _vmapped_steady_state(model, uc, fc)
-        parts.append(jax.tree_util.tree_map(np.asarray, out))
-    out = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *parts)
-    return out
+    return map_sites(lambda u_b, f_b: _vmapped_steady_state(model, u_b, f_b), u, forcing, batch_size=batch_size,
+                     mesh=mesh, progress=progress, desc=f"{type(model).__name__} steady states")

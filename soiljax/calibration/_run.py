@@ -12,7 +12,7 @@ profile's chains do not depend on the batch it was computed in.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -24,6 +24,8 @@ import xarray as xr
 
 from .._forcing import Forcing
 from .._models import AbstractSoilModel
+from .._engine import fingerprint as run_fingerprint
+from .._engine import padded_index, plan, run_batches
 from .._options import MIN_SAMPLES
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
@@ -493,18 +495,9 @@ def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_
 
 
 def even_batch_size(n: int, batch_size: int, n_devices: int = 1) -> int:
-    """The batch size actually used for ``n`` sites asked to run ``batch_size`` at a time.
-
-    Every batch is padded to the same size (one compiled program), so the
-    number of batches, ``ceil(n / batch_size)``, is kept and the sites are
-    spread evenly over them: 481 sites in batches of 32 run as 16 batches of
-    31 (15 padding copies) rather than 15 of 32 and one of 1 padded to 32.
-    The size is rounded up to a multiple of ``n_devices``.
-    """
-    batch_size = max(1, min(int(batch_size), n))
-    n_batches = -(-n // batch_size)
-    size = -(-n // n_batches)
-    return -(-size // n_devices) * n_devices
+    """The batch size actually used for ``n`` sites asked to run ``batch_size`` at a time
+    (:func:`soiljax._engine.plan`: the sites spread evenly over ``ceil(n / batch_size)`` batches)."""
+    return plan(n, batch_size, n_devices)
 
 
 @dataclasses.dataclass
@@ -544,9 +537,7 @@ class _BatchJob:
 
     def __call__(self, lo: int, hi: int, bar: Callable[[int], object]) -> xr.Dataset:
         m = hi - lo
-        idx = np.arange(lo, hi)
-        if m < self.batch_size:  # pad: one compiled program for every batch, a multiple of the devices
-            idx = np.concatenate([idx, np.full(self.batch_size - m, hi - 1)])
+        idx = padded_index(lo, hi, self.batch_size)  # one compiled program for every batch
         f_b, o_b = self.forcing[idx], self.obs[idx]
         keys = _site_keys(self.seed, idx, self.chains)
         if isinstance(self.sampler, ProdaMetropolis):
@@ -573,16 +564,10 @@ class _BatchJob:
 def _fingerprint(model, likelihood, sampler, forcing, obs, settings: Mapping, site_id=None, attrs=None) -> str:
     """Everything a posterior file is computed from or carries: model, likelihood,
     sampler, settings, forcing, observations, site labels and attributes."""
-    h = hashlib.sha256()
-    for obj in (model, likelihood, sampler):
-        h.update(repr(obj).encode())
-    h.update(repr(sorted(settings.items())).encode())
-    for arr in list(forcing.variables().values()) + [obs.depth, obs.soc, obs.soc_sd]:
-        h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
     labels = np.arange(forcing.batch_shape[0]) if site_id is None else np.asarray(site_id)
-    h.update(labels.astype(str).tobytes())
-    h.update(repr(sorted((str(k), str(v)) for k, v in (attrs or {}).items())).encode())
-    return h.hexdigest()
+    return run_fingerprint(model, likelihood, sampler, sorted(settings.items()),
+                           arrays=[*forcing.variables().values(), obs.depth, obs.soc, obs.soc_sd], sites=labels,
+                           attrs=attrs)
 
 
 def _check_inputs(model, forcing: Forcing, obs, chains: int, warmup: int, samples: int):
@@ -623,6 +608,7 @@ def calibrate(
     chunk: int = DEFAULT_CHUNK,
     mesh=None,
     workers: int = 1,
+    client=None,
     attrs: Mapping | None = None,
 ) -> xr.Dataset:
     """Posterior of every profile's parameters; returns (and writes) an xarray Dataset.
@@ -651,12 +637,14 @@ def calibrate(
     batches, see :func:`even_batch_size`); with ``out`` every finished batch is written to a part file
     next to ``out`` and a rerun with the same inputs resumes.  ``mesh``
     (:func:`soiljax.site_mesh`) spreads each batch's profiles over devices
-    (HMC/NUTS).  ``workers`` > 1 computes that many batches at a time in
-    worker processes, each pinned to its share of the CPU cores (on CPU, one
-    worker per core nearly multiplies the throughput by the core count; a
-    ``mesh`` over host devices does not, see :mod:`soiljax._workers`); it
-    needs ``out``, since the workers hand their batches over as part files.
-    Results do not depend on ``workers`` or on how sites fall into batches of
+    (HMC/NUTS).  ``workers`` > 1 computes that many batches at a time on an
+    embedded Dask cluster of worker processes, each pinned to its share of
+    the CPU cores (on CPU, one worker per core nearly multiplies the
+    throughput by the core count; a ``mesh`` over host devices does not, see
+    :mod:`soiljax._dask`); ``client`` (a ``distributed.Client``) runs the
+    batches on that Dask cluster instead, for example one on many machines.
+    Finished batches come back to this process, which writes them.
+    Results do not depend on ``workers``, ``client`` or on how sites fall into batches of
     the same size.  The dataset's
     variables are described in :func:`soiljax.calibration.summarize`.
     """
@@ -679,10 +667,9 @@ def calibrate(
         raise ValueError(f"keep_draws={keep_draws!r} must be a whole number from 0 to samples={samples}")
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers={workers!r} must be a whole number >= 1")
-    if workers > 1 and out is None:
-        raise ValueError("workers > 1 needs out=...: the worker processes hand their batches over as part files")
-    if workers > 1 and mesh is not None:
-        raise ValueError("pass either workers > 1 (processes) or mesh (devices in this process), not both")
+    if (workers > 1 or client is not None) and mesh is not None:
+        raise ValueError("pass either workers > 1 or client (Dask worker processes) or mesh (devices in this "
+                         "process), not both")
     n = forcing.batch_shape[0]
     n_dev = 1
     sharding = None
@@ -754,30 +741,20 @@ def calibrate(
                     attrs=run_attrs, stage=stage)
 
     try:
-        if out is None:
-            pieces = [job(lo, min(lo + batch_size, n), bar) for lo in range(0, n, batch_size)]
-            ds = xr.concat(pieces, dim="site", data_vars="minimal", coords="minimal", compat="override",
-                           join="override") if len(pieces) > 1 else pieces[0]
-            ds.attrs = dict(pieces[0].attrs)
-            return ds
-        from .._parts import run_in_parts
+        from .._dask import cluster
         from ._summary import write_posterior
 
         settings = dict(chains=chains, warmup=warmup, samples=samples, batch_size=batch_size, seed=seed,
                         keep_draws=keep_draws, predictive_draws=predictive_draws)
         if extend:  # absent when off, so that runs from before the option still resume
             settings["extend"] = extend
-        fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings, site_id, run_attrs)
-        parallel = None
-        if workers > 1:
-            from .._workers import run_parallel
-
-            def parallel(tasks, part_write):  # part_write: write_posterior, marking the part as partial
-                run_parallel(job.portable(), part_write, tasks, workers, bar)
-
-        return run_in_parts(out, n=n, batch_size=batch_size, fingerprint=fp, compute=lambda lo, hi: job(lo, hi, bar),
-                            write=write_posterior, required="u_mean", resume=resume, progress=False,
-                            manifest={"model": name}, parallel=parallel, kept=kept)
+        fp = None if out is None else _fingerprint(model, likelihood, sampler, forcing, obs, settings, site_id,
+                                                   run_attrs)
+        echo = (lambda line: pbar.write(line, file=sys.stderr)) if pbar is not None else None
+        with cluster(workers=workers, client=client, echo=echo) as dask_client:
+            return run_batches(job if dask_client is None else job.portable(), n, batch_size, out=out,
+                               fingerprint=fp, write=write_posterior, required="u_mean", resume=resume, progress=bar,
+                               kept=kept, client=dask_client, manifest={"model": name})
     finally:
         if pbar is not None:
             pbar.close()
