@@ -85,6 +85,7 @@ def cluster(
     scheduler_file=None,
     client=None,
     echo: Callable[[str], object] | None = None,
+    timeout: str = "20s",
 ) -> Iterator[object | None]:
     """A ``distributed.Client`` for a run, or ``None`` to compute in this process.
 
@@ -93,7 +94,8 @@ def cluster(
     scheduler writes with ``--scheduler-file``) connect to a running cluster;
     otherwise ``workers`` > 1 starts a local cluster of that many pinned,
     single-threaded worker processes, listening on 127.0.0.1 only, closed at
-    the end.  ``echo`` is told the dashboard's address when there is one.
+    the end.  ``echo`` is told the dashboard's address when there is one;
+    ``timeout`` is how long to try to reach a scheduler.
     """
     if client is not None:
         yield client
@@ -112,7 +114,7 @@ def cluster(
                                    "'dask scheduler --scheduler-file FILE' (or dask-jobqueue) and pass that FILE")
             try:
                 client = distributed.Client(scheduler, scheduler_file=None if scheduler_file is None else
-                                            str(scheduler_file), timeout="20s", set_as_default=False)
+                                            str(scheduler_file), timeout=timeout, set_as_default=False)
             except (OSError, TimeoutError, ValueError) as exc:
                 raise ClusterError(f"could not reach the Dask scheduler at {where}: {exc}; is it running, and is "
                                    "the address right (tcp://HOST:PORT)?") from exc

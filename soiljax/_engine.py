@@ -278,3 +278,50 @@ def _counting(batch_done: Callable[[int], object]) -> Callable:
             batch_done(i)
 
     return iterate
+
+
+class BatchBar:
+    """Progress over batches for :func:`run_batches` (``batch_done`` and ``kept``).
+
+    ``progress=True`` shows a tqdm bar; a callable is used as the wrapper of
+    the batches left (``progress(iterable, total=...)``, advanced as each batch
+    finishes); False shows nothing.  The bar is made once :meth:`kept` says how
+    many batches an earlier run left, so its total is the work of this run.
+    """
+
+    def __init__(self, progress: bool | Callable, n_batches: int, desc: str = "batches"):
+        self.progress = progress
+        self.n_batches = n_batches
+        self.desc = desc
+        self._items = None
+        self._bar = None
+
+    def kept(self, k: int) -> None:
+        todo = range(self.n_batches - k)
+        if self.progress is True:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=len(todo), desc=self.desc, unit="batch", disable=len(todo) <= 1)
+        elif callable(self.progress):
+            self._items = iter(self.progress(todo, total=len(todo)))
+            next(self._items, None)  # the first batch starts
+
+    def done(self, index: int) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+        elif self._items is not None:
+            next(self._items, None)
+
+    def echo(self, line: str) -> None:
+        """Print ``line`` (the Dask dashboard's address) when progress is shown."""
+        if self.progress:
+            import sys
+
+            print(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._items is not None:
+            for _ in self._items:  # let a wrapper see the end
+                pass

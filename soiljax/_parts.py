@@ -354,7 +354,7 @@ def run_in_parts(
     ``parallel``, if given, computes and writes the missing parts itself: it
     receives ``(index, lo, hi, part_path)`` for each of them and the
     (picklable) function that writes a part file, ``part_write(ds, part_path)``
-    (worker processes, :func:`soiljax._workers.run_parallel`).  ``kept``, if
+    (tasks on a Dask cluster, :func:`soiljax._engine.run_batches`).  ``kept``, if
     given, is told how many finished parts of an earlier run are kept, before
     any batch is computed (a progress bar can leave them out of its total).
 

@@ -14,13 +14,15 @@ reach them.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import equinox as eqx
 import numpy as np
 import xarray as xr
 
+from ._engine import BatchBar, run_batches, take
+from ._engine import fingerprint as run_fingerprint
 from ._forcing import Forcing
 from ._grid import DZ, N_LAYERS, ZISOI, ZSOI
 from ._parts import parts_dir
@@ -140,33 +142,45 @@ def results_dataset(
     return ds
 
 
-def _hash_sites(h, sites: xr.Dataset | None) -> None:
-    """Feed the per-site metadata that ends up in a result file (labels, lat/lon, other
-    variables on ``site``) to the hash ``h``: a resumed run must not mix two sets of sites."""
-    if sites is None:
-        h.update(b"no sites")
-        return
-    for key in sorted(map(str, sites.variables)):
-        if sites[key].dims != ("site",):
-            continue
-        values = np.asarray(sites[key].values)
-        h.update(key.encode())
-        h.update(str(values.dtype).encode())
-        h.update(values.astype(str).tobytes() if values.dtype.kind in "OUSM" else np.ascontiguousarray(values).tobytes())
-
-
 def _fingerprint(model, u: np.ndarray, forcing: Forcing, batch_size: int, sites=None, attrs=None) -> str:
     """Everything a result file is computed from or carries: model, parameters,
     forcing, batch size, site labels and coordinates, and the caller's attributes."""
-    h = hashlib.sha256()
-    h.update(repr(sorted(_model_attrs(model).items())).encode())
-    h.update(str(batch_size).encode())
-    h.update(np.ascontiguousarray(u).tobytes())
-    for arr in forcing.variables().values():
-        h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
-    _hash_sites(h, sites)
-    h.update(repr(sorted((str(k), str(v)) for k, v in (attrs or {}).items())).encode())
-    return h.hexdigest()
+    return run_fingerprint(sorted(_model_attrs(model).items()), batch_size,
+                           arrays=[u, *forcing.variables().values()], sites=sites, attrs=attrs)
+
+
+@dataclasses.dataclass
+class _SimulationJob:
+    """The result dataset of sites ``lo:hi``: ``job(lo, hi, report)`` (pickles, for Dask workers)."""
+
+    model: object
+    u: np.ndarray
+    forcing: Forcing
+    sites: xr.Dataset | None
+    attrs: Mapping | None
+    batch_size: int
+
+    def __call__(self, lo: int, hi: int, report=None) -> xr.Dataset:
+        from ._batch import batched_steady_state
+
+        # every batch padded to one size: one compiled program for all of them
+        u_b, f_b = take((self.u, self.forcing), lo, hi, self.batch_size)
+        steady = batched_steady_state(self.model, u_b, f_b)
+        comps = _components(self.model, u_b, f_b, steady)
+        m = hi - lo
+        steady = type(steady)(**{k: np.asarray(getattr(steady, k))[:m] for k in ("state", "soc", "valid", "rcond")})
+        comps = {k: np.asarray(v)[:m] for k, v in comps.items()}
+        sub_sites = None if self.sites is None else self.sites.isel(site=slice(lo, hi))
+        ds = results_dataset(self.model, self.u[lo:hi], self.forcing[lo:hi], steady, sites=sub_sites,
+                             components=comps, attrs=self.attrs)
+        if self.sites is None:
+            ds = ds.assign_coords(site=np.arange(lo, hi))
+        return ds
+
+
+def _finalize(merged: xr.Dataset) -> xr.Dataset:
+    merged["valid"] = merged["valid"].astype(bool)
+    return merged
 
 
 def simulate_to_file(
@@ -180,6 +194,8 @@ def simulate_to_file(
     progress: bool | Callable = False,
     resume: bool = True,
     attrs: Mapping | None = None,
+    workers: int = 1,
+    client=None,
 ) -> xr.Dataset:
     """Steady states, stocks and components of every site, written to ``path``.
 
@@ -191,49 +207,45 @@ def simulate_to_file(
     starts over).  When every batch is done the parts are merged into
     ``path`` and the folder is removed.  Returns the merged dataset.
 
-    ``progress=True`` shows a tqdm bar over batches; a callable is used as
-    the wrapper (``progress(iterable, total=...)``).
+    ``workers`` > 1 computes that many batches at a time on an embedded Dask
+    cluster of pinned worker processes; ``client`` (a ``distributed.Client``)
+    runs them on that cluster instead (:mod:`soiljax._dask`).  Results do not
+    depend on either.  ``progress=True`` shows a tqdm bar over batches; a
+    callable is used as the wrapper (``progress(iterable, total=...)``).
     """
-    from ._batch import batched_steady_state
-    from ._parts import PartsMismatchError, run_in_parts
+    from ._dask import cluster
+    from ._parts import PartsMismatchError
 
     if len(forcing.batch_shape) != 1:
         raise ValueError(f"simulate_to_file expects a forcing with one leading site axis, got {forcing.batch_shape}")
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a whole number >= 1")
     n = forcing.batch_shape[0]
     u = _broadcast_u(model, u, n)
     batch_size = max(1, min(int(batch_size), n))
     n_batches = -(-n // batch_size)
-
-    def compute(lo: int, hi: int) -> xr.Dataset:
-        f_b, u_b = forcing[lo:hi], u[lo:hi]
-        if hi - lo < batch_size and n_batches > 1:
-            # pad the last batch to the common shape: one compiled program for every batch
-            idx = np.concatenate([np.arange(lo, hi), np.full(batch_size - (hi - lo), hi - 1)])
-            f_b, u_b = forcing[idx], u[idx]
-        steady = batched_steady_state(model, u_b, f_b)
-        comps = _components(model, u_b, f_b, steady)
-        m = hi - lo
-        steady = type(steady)(**{k: np.asarray(getattr(steady, k))[:m] for k in ("state", "soc", "valid", "rcond")})
-        comps = {k: np.asarray(v)[:m] for k, v in comps.items()}
-        sub_sites = None if sites is None else sites.isel(site=slice(lo, hi))
-        ds = results_dataset(model, u[lo:hi], forcing[lo:hi], steady, sites=sub_sites, components=comps, attrs=attrs)
-        if sites is None:
-            ds = ds.assign_coords(site=np.arange(lo, hi))
-        return ds
-
-    def finalize(merged: xr.Dataset) -> xr.Dataset:
-        merged["valid"] = merged["valid"].astype(bool)
-        return merged
-
+    bar = BatchBar(progress, n_batches, desc=f"{_model_name(model)} batches")
     try:
-        return run_in_parts(path, n=n, batch_size=batch_size, fingerprint=_fingerprint(model, u, forcing, batch_size, sites, attrs),
-                            compute=compute, write=_write, required="state", resume=resume, progress=progress,
-                            desc=f"{_model_name(model)} batches", finalize=finalize)
+        with cluster(workers=workers, client=client, echo=bar.echo) as dask_client:
+            job = _SimulationJob(model, u, forcing if dask_client is None else _host(forcing), sites, attrs, batch_size)
+            return run_batches(job, n, batch_size, out=path, fingerprint=_fingerprint(model, u, forcing, batch_size,
+                                                                                        sites, attrs),
+                               write=_write, required="state", resume=resume, batch_done=bar.done, kept=bar.kept,
+                               client=dask_client, finalize=_finalize)
     except PartsMismatchError as exc:
         raise FileFormatError(
             f"{str(parts_dir(path))!r} holds part files of a run with other inputs (forcing, parameters, model "
             "or batch size); remove that folder or start over with resume=False (--restart)"
         ) from exc
+    finally:
+        bar.close()
+
+
+def _host(tree):
+    """``tree`` with numpy arrays (it pickles without a device)."""
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, tree)
 
 
 __all__ = ["results_dataset", "simulate_to_file"]

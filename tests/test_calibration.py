@@ -7,9 +7,6 @@ calibrations, and the NumPyro comparison, are marked ``slow``.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import equinox as eqx
@@ -21,7 +18,6 @@ import xarray as xr
 from scipy.interpolate import PchipInterpolator
 
 import soiljax
-from soiljax import _workers
 from soiljax import calibration as cal
 from soiljax._grid import ZSOI
 from soiljax._observations import Observations
@@ -688,104 +684,27 @@ def test_resume_after_interruption(clm5_data, tmp_path, monkeypatch, capsys):
     assert not np.array_equal(fresh.u_mean.values, straight.u_mean.values)
 
 
-@pytest.mark.slow  # two worker processes each import JAX and compile: ~1 minute
-def test_worker_processes_give_the_same_posterior(clm5_data, tmp_path):
+@pytest.mark.slow  # a local Dask cluster: two worker processes each import JAX and compile: ~1-2 minutes
+def test_dask_workers_give_the_same_posterior(clm5_data, tmp_path, capsys):
     model, forcing, obs, _ = clm5_data
     args = (model, forcing[:3], obs[:3])
-    kw = dict(method="hmc", warmup=20, samples=10, chains=2, progress=False, predictive_draws=5, batch_size=1,
-              keep_draws=10)
-    counted = []
-    serial = cal.calibrate(*args, out=tmp_path / "serial.nc", **kw)
-    with pytest.MonkeyPatch.context() as mp:  # count the progress the workers report to this process
-        real = _workers.run_parallel
-        mp.setattr(_workers, "run_parallel", lambda job, write, tasks, workers, bar: real(
-            job, write, tasks, workers, lambda k: (counted.append(k), bar(k))))
-        parallel = cal.calibrate(*args, out=tmp_path / "parallel.nc", workers=2, **kw)
-    assert sum(counted) == 3 * (20 + 10)
+    kw = dict(method="hmc", warmup=20, samples=10, chains=2, predictive_draws=5, batch_size=1, keep_draws=10)
+    serial = cal.calibrate(*args, out=tmp_path / "serial.nc", progress=False, **kw)
+    capsys.readouterr()
+    parallel = cal.calibrate(*args, out=tmp_path / "parallel.nc", workers=2, progress=True, **kw)
+    assert "90/90" in capsys.readouterr().err  # the workers' progress reaches this process's bar
     assert not parts_dir(tmp_path / "parallel.nc").exists()
     for name in ("draws_u", "u_mean", "rhat", "nse", "soc_fit"):
         np.testing.assert_array_equal(parallel[name].values, serial[name].values)
     np.testing.assert_array_equal(parallel.site.values, serial.site.values)
 
 
-def test_worker_errors_are_reported(clm5_data, tmp_path):
+def test_worker_options_are_checked(clm5_data, tmp_path):
     model, forcing, obs, _ = clm5_data
-    with pytest.raises(ValueError, match="needs out="):
-        cal.calibrate(model, forcing[:2], obs[:2], workers=2, progress=False)
     with pytest.raises(ValueError, match="whole number"):
         cal.calibrate(model, forcing[:2], obs[:2], workers=0, out=tmp_path / "x.nc", progress=False)
-    # a batch that fails in a worker stops the run with the worker's traceback; finished parts stay
-    tasks = [(0, 0, 1, tmp_path / "p0.nc"), (1, 1, 2, tmp_path / "p1.nc")]
-    with pytest.raises(_workers.WorkerError, match="ZeroDivisionError"):
-        _workers.run_parallel(_failing_job, _write_text, tasks, 2)
-
-
-_ORPHAN_JOBS = """
-import os, time
-
-def slow_job(lo, hi, bar):
-    with open(os.path.join(os.environ["ORPHAN_DIR"], "worker.pid"), "w") as fh:
-        fh.write(str(os.getpid()))
-    for _ in range(2400):  # two minutes, reporting progress as a sampler does
-        bar(1)
-        time.sleep(0.05)
-    return 0
-
-def write(value, path):
-    path.write_text(str(value))
-"""
-
-_ORPHAN_PARENT = """
-import pathlib, sys
-from soiljax import _workers
-import orphan_jobs
-_workers.run_parallel(orphan_jobs.slow_job, orphan_jobs.write, [(0, 0, 1, pathlib.Path(sys.argv[1]))], 1)
-"""
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie waiting to be reaped does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
-def test_workers_quit_when_their_parent_is_killed(tmp_path):
-    """A parent killed by a signal cannot stop its workers: they must notice and quit."""
-    (tmp_path / "orphan_jobs.py").write_text(_ORPHAN_JOBS)
-    env = dict(os.environ, ORPHAN_DIR=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_PARENT, str(tmp_path / "part.txt")], env=env)
-    pid_file = tmp_path / "worker.pid"
-    deadline = time.monotonic() + 120
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert pid_file.exists(), "the worker never started"
-    worker = int(pid_file.read_text())
-    assert _running(worker)
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 30
-    while _running(worker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    orphaned = _running(worker)
-    if orphaned:  # leave nothing behind
-        os.kill(worker, 9)
-    assert not orphaned, "the worker kept running after its parent was killed"
-    assert not (tmp_path / "part.txt").exists()
-
-
-def _failing_job(lo, hi, bar):
-    """A batch job for the worker test: site 1 fails."""
-    bar(1)
-    return 1 / (1 - lo)
-
-
-def _write_text(value, path):
-    path.write_text(str(value))
+    with pytest.raises(ValueError, match="not both"):
+        cal.calibrate(model, forcing[:2], obs[:2], workers=2, mesh=soiljax.site_mesh(), progress=False)
 
 
 # --------------------------------------------------------------------------

@@ -281,21 +281,22 @@ _FULL_DISK = textwrap.dedent("""
     def compute(lo, hi):
         return xr.Dataset({"x": (("site", "t"), np.full((hi - lo, 2000), float(lo)))})
 
-    parallel = None
-    if workers:
-        sys.path.insert(0, str(out.parent))
-        from soiljax._workers import run_parallel
-        import jobs
-
-        def parallel(tasks, write):
-            run_parallel(jobs.job, write, tasks, workers)
-
     # writes past the limit fail with EFBIG, as they fail with ENOSPC on a full disk (workers inherit both)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
-        run_in_parts(out, n=40, batch_size=10, fingerprint="abc", compute=compute, write=write_dataset, required="x",
-                     parallel=parallel)
+        if workers:  # the batches computed on a local Dask cluster; this process writes them as they arrive
+            sys.path.insert(0, str(out.parent))
+            from soiljax._dask import cluster
+            from soiljax._engine import run_batches
+            import jobs
+
+            with cluster(workers=workers) as client:
+                run_batches(jobs.job, 40, 10, out=out, fingerprint="abc", write=write_dataset, required="x",
+                            client=client)
+        else:
+            run_in_parts(out, n=40, batch_size=10, fingerprint="abc", compute=compute, write=write_dataset,
+                         required="x")
     except io.OutputWriteError as exc:
         print(exc)
         sys.exit(5)
@@ -336,8 +337,8 @@ def test_a_full_disk_is_a_one_line_error_and_the_rerun_resumes(tmp_path):
     _assert_disk_full(tmp_path, out, proc, finished=4)
 
 
-@pytest.mark.slow  # two worker processes each import JAX
-def test_a_full_disk_in_a_worker_is_the_same_one_line_error(tmp_path):
+@pytest.mark.slow  # starts a local Dask cluster of two workers
+def test_a_full_disk_in_a_parallel_run_is_the_same_one_line_error(tmp_path):
     out = tmp_path / "out.nc"
     (tmp_path / "jobs.py").write_text(_JOBS)
     proc = subprocess.run([sys.executable, "-c", _FULL_DISK, str(out), "100000", "2"], capture_output=True,

@@ -93,23 +93,29 @@ def test_calibrate_bar_says_compiling_then_summarising(two_sites, monkeypatch, c
     assert "summarising" in seen["summarising"] and "10/10" in seen["summarising"]
 
 
-def test_calibrate_bar_of_worker_processes_says_compiling_then_summarising(two_sites, tmp_path, monkeypatch,
-                                                                          capsys):
-    from soiljax import _workers
+def test_calibrate_bar_of_dask_workers_says_compiling_then_summarising(two_sites, tmp_path, monkeypatch, capsys):
+    import contextlib
+
+    from soiljax import _dask
     from soiljax.calibration import _run
 
     model, forcing, obs = two_sites
     seen = {}
 
-    def fake_parallel(job, write, tasks, workers, bar):  # the parent's side: progress reports only
+    @contextlib.contextmanager
+    def fake_cluster(**kw):  # no processes: the run goes to the fake below
+        yield object()
+
+    def fake_run(client, job, batches, on_result, report, batch_done=None):  # progress reports only
         seen["before any report"] = _now(capsys.readouterr().err)
-        bar(10)
+        report(10)
         seen["sampling"] = _now(capsys.readouterr().err)
-        bar(10)  # both batches sampled: the workers summarise
+        report(10)  # both batches sampled: the workers summarise
         seen["all sampled"] = _now(capsys.readouterr().err)
         raise _Stop
 
-    monkeypatch.setattr(_workers, "run_parallel", fake_parallel)
+    monkeypatch.setattr(_dask, "cluster", fake_cluster)
+    monkeypatch.setattr(_dask, "run_on_cluster", fake_run)
     with pytest.raises(_Stop):
         _run.calibrate(model, forcing, obs, method="hmc", warmup=6, samples=4, chains=2, extend=0, progress=True,
                        batch_size=1, workers=2, out=tmp_path / "p.nc")
