@@ -3,21 +3,26 @@
 Subcommands::
 
     soiljax simulate --model {clm5,compas} --forcing F.nc [--params P.nc]
-                     [--bedrock {proda,closed}] --out OUT.nc
+                     [--bedrock {proda,closed}] [--workers N | --scheduler ADDRESS | --scheduler-file FILE]
+                     --out OUT.nc
     soiljax synthetic --n-sites N [--seed S] [--zones ...] --out F.nc
     soiljax calibrate --model {clm5,compas} --forcing F.nc --obs OBS.nc --out POST.nc
                       [--method {hmc,nuts,proda}] [--chains 3] [--warmup N] [--samples N]
-                      [--extend N] [--batch N] [--workers N] [--likelihood ...] [--bedrock {proda,closed}]
+                      [--extend N] [--batch N] [--likelihood ...] [--bedrock {proda,closed}]
+                      [--workers N | --scheduler ADDRESS | --scheduler-file FILE]
     soiljax world --n-sites N [--resolution DEG] [--seed S] --out DIR
     soiljax learn --model {clm5,compas} (--world DIR | --covariates SITES.nc ...)
                   [--approach {two-stage,end-to-end}] [--posterior POST.nc] --out NET.eqx
     soiljax predict --net NET.eqx [NET2.eqx] --world DIR --out DIR
+                    [--workers N | --scheduler ADDRESS | --scheduler-file FILE]
     soiljax demo [--out DIR] [--n-sites N] [--seed S]
     soiljax ude ...            (when soiljax.ude.cli is available)
 
 User errors (a missing or malformed file, a missing variable, a wrong unit,
 bad options) print one line to stderr and exit with status 2; there is no
-traceback.  Each subcommand is a thin wrapper around a library function:
+traceback.  ``--workers N`` computes batches on a local Dask cluster of N
+pinned worker processes, ``--scheduler``/``--scheduler-file`` on any Dask
+cluster (:mod:`soiljax._dask`).  Each subcommand is a thin wrapper around a library function:
 :func:`soiljax.simulate_to_file`, :func:`soiljax.synthetic.synthetic_sites`,
 :func:`soiljax.calibration.calibrate`, :func:`soiljax.world.synthetic_world`,
 :func:`soiljax.learning.train_two_stage` / :func:`~soiljax.learning.train_end_to_end`,
@@ -72,6 +77,43 @@ def _check_output_file(path) -> None:
     check_output_path(path)
 
 
+def _add_cluster(p, workers_help: str) -> None:
+    """--workers / --scheduler / --scheduler-file: where the batches are computed (soiljax/_dask.py)."""
+    g = p.add_argument_group("parallel and distributed runs (Dask)")
+    g.add_argument("--workers", type=int, default=1, help=workers_help)
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="compute the batches on the Dask cluster of this scheduler (tcp://HOST:PORT), e.g. one "
+                            "started with dask-jobqueue on Slurm (see README); finished batches come back here")
+    where.add_argument("--scheduler-file", metavar="FILE",
+                       help="as --scheduler, with the address read from the file a scheduler writes "
+                            "(dask scheduler --scheduler-file FILE)")
+
+
+def _check_cluster(args) -> None:
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and (args.scheduler or args.scheduler_file):
+        raise UserError("--workers starts local worker processes; with --scheduler or --scheduler-file the cluster's "
+                        "own workers compute the batches: drop --workers")
+
+
+@contextlib.contextmanager
+def _dask_client(args):
+    """The Dask client of ``--workers N`` (a local cluster), ``--scheduler``/``--scheduler-file``; None for
+    one process.  Prints the dashboard's address when there is one."""
+    from ._dask import ClusterError, cluster
+
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(cluster(workers=args.workers, scheduler=args.scheduler,
+                                                 scheduler_file=args.scheduler_file,
+                                                 echo=lambda line: print(line, file=sys.stderr)))
+        except ClusterError as exc:
+            raise UserError(str(exc)) from None
+        yield client
+
+
 def _models():
     from ._models import CLM5, COMPAS
 
@@ -105,6 +147,8 @@ def _add_simulate(sub) -> None:
                    help="discard part files of an earlier interrupted run instead of resuming it")
     p.add_argument("--allow-outside-prior", action="store_true",
                    help="accept parameter values outside [0, 1] (e.g. CLM5's default efolding)")
+    _add_cluster(p, "batches computed at a time, each by a Dask worker process pinned to its share of the CPU cores "
+                    "(default 1: in this process)")
     _add_plausibility(p)
     _add_progress(p)
     p.set_defaults(func=_run_simulate)
@@ -114,6 +158,7 @@ def _check_simulate(args) -> None:
     """Refuse bad options before anything is read or compiled."""
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_cluster(args)
     _check_output_file(args.out)
 
 
@@ -148,17 +193,19 @@ def _run_simulate(args) -> int:
         u = model.default_u()
         origin = "model defaults"
     progress = _progress(args)
-    simulate_to_file(
-        model,
-        u,
-        forcing,
-        args.out,
-        sites=sites,
-        batch_size=args.batch_size,
-        progress=progress,
-        resume=not args.restart,
-        attrs={"forcing_file": str(args.forcing), "parameters": origin},
-    )
+    with _dask_client(args) as client:
+        simulate_to_file(
+            model,
+            u,
+            forcing,
+            args.out,
+            sites=sites,
+            batch_size=args.batch_size,
+            progress=progress,
+            resume=not args.restart,
+            attrs={"forcing_file": str(args.forcing), "parameters": origin},
+            client=client,
+        )
     print(f"wrote {args.out} ({n} sites, {type(model).__name__}, bedrock={args.bedrock})")
     return 0
 
@@ -239,9 +286,8 @@ def _add_calibrate(sub) -> None:
                    help="profiles sampled together, at most, and saved per part file; the profiles are spread evenly "
                         "over ceil(profiles / N) batches (default 128; on a CPU, 32 ran CLM5's NUTS fastest per "
                         "core, see benchmarks/README.md)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="batches computed at a time, each by its own process pinned to its share of the CPU cores "
-                        "(default 1; on a CPU machine give one per core)")
+    _add_cluster(p, "batches computed at a time, each by a Dask worker process pinned to its share of the CPU "
+                    "cores (default 1: in this process; on a CPU machine give one per core)")
     p.add_argument("--likelihood", choices=_LIKELIHOODS, default="default",
                    help="'lognormal' (multiplicative error; default for nuts/hmc), 'gaussian', or 'proda' "
                         "(PRODA's cost of the model; default for --method proda)")
@@ -266,7 +312,8 @@ def _add_calibrate(sub) -> None:
 
 def _check_calibrate(args) -> None:
     """Refuse bad or inapplicable options before anything is read or compiled."""
-    for flag in ("chains", "samples", "batch", "workers"):
+    _check_cluster(args)
+    for flag in ("chains", "samples", "batch"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.chains < 2:
@@ -354,13 +401,13 @@ def _run_calibrate(args) -> int:
                   "proda": lambda: cal.proda_likelihood(model)}[_likelihood_name(args)]()
     progress = _progress(args)
     try:
-        ds = cal.calibrate(
-            model, forcing, obs, method=sampler, likelihood=likelihood, chains=args.chains, warmup=args.warmup,
-            samples=args.samples, extend=args.extend, batch_size=args.batch, seed=args.seed, out=args.out,
-            resume=not args.restart,
-            progress=progress, keep_draws=args.keep_draws, site_id=labels_f, workers=args.workers,
-            attrs={"forcing_file": str(args.forcing), "obs_file": str(args.obs)},
-        )
+        with _dask_client(args) as client:
+            ds = cal.calibrate(
+                model, forcing, obs, method=sampler, likelihood=likelihood, chains=args.chains, warmup=args.warmup,
+                samples=args.samples, extend=args.extend, batch_size=args.batch, seed=args.seed, out=args.out,
+                resume=not args.restart, progress=progress, keep_draws=args.keep_draws, site_id=labels_f,
+                client=client, attrs={"forcing_file": str(args.forcing), "obs_file": str(args.obs)},
+            )
     except PartsMismatchError as exc:
         raise UserError(str(exc)) from exc
     n_acc = int(ds["accepted"].sum())
@@ -654,6 +701,8 @@ def _add_predict(sub) -> None:
                    help="world folder with grid.nc, cells.nc (covariates) and cell_forcing.nc (soiljax world)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for maps_<model>.nc and figures")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    _add_cluster(p, "batches of cells solved at a time, each by a Dask worker process pinned to its share of the CPU "
+                    "cores (default 1: in this process)")
     _add_progress(p)
     p.set_defaults(func=_run_predict)
 
@@ -680,6 +729,7 @@ def _run_predict(args) -> int:
     import json
 
     by_file = _file_names(args.net)  # before loading anything
+    _check_cluster(args)
     from . import learning as L
 
     learners = [L.load_learner(path) for path in args.net]
@@ -691,12 +741,13 @@ def _run_predict(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     maps = {}
     try:
-        for name, learner in zip(names, learners):
-            maps[name] = L.predict_maps(learner, args.world, progress=progress)
-            L.write_maps(maps[name], out / f"maps_{name}.nc")
-            stock = L.global_stock(maps[name])
-            print(f"wrote {out / f'maps_{name}.nc'}: SOC 0-1 m {stock['total_PgC']:.0f} Pg C over "
-                  f"{100 * stock['valid_area_fraction']:.0f}% of the land area (valid cells)")
+        with _dask_client(args) as client:
+            for name, learner in zip(names, learners):
+                maps[name] = L.predict_maps(learner, args.world, progress=progress, client=client)
+                L.write_maps(maps[name], out / f"maps_{name}.nc")
+                stock = L.global_stock(maps[name])
+                print(f"wrote {out / f'maps_{name}.nc'}: SOC 0-1 m {stock['total_PgC']:.0f} Pg C over "
+                      f"{100 * stock['valid_area_fraction']:.0f}% of the land area (valid cells)")
     except L.MapsError as exc:
         raise UserError(str(exc)) from exc
     if len(maps) == 2:

@@ -264,3 +264,58 @@ def test_a_scheduler_file_connects_to_a_running_cluster(tmp_path, client):
     np.testing.assert_array_equal(ds.x.values, [0.0, 1.0, 4.0])
     with cluster(scheduler=address) as c:
         assert len(c.scheduler_info()["workers"]) == 2
+
+
+@pytest.mark.slow  # both workers compile the steady state and the components: ~1 minute
+def test_simulate_and_predict_on_dask_equal_this_process(client, tmp_path):
+    from soiljax import learning as lrn
+    from soiljax import world as W
+
+    forcing, sites = soiljax.synthetic_sites(9, seed=2)
+    model = soiljax.CLM5()
+    here = soiljax.simulate_to_file(model, model.default_u(), forcing, tmp_path / "here.nc", sites=sites, batch_size=4)
+    there = soiljax.simulate_to_file(model, model.default_u(), forcing, tmp_path / "there.nc", sites=sites,
+                                     batch_size=4, client=client)
+    here.attrs.pop("created"), there.attrs.pop("created")
+    xr.testing.assert_identical(here, there)
+
+    world = W.synthetic_world(20, resolution=30.0, seed=3, models=())
+    learner = lrn.init_learner(world.covariate_matrix("cells"), model_name="clm5", covariate_names=W.COVARIATES,
+                               seed=0)
+    cells_here = lrn.predict_cells(learner, world.cells, world.cell_forcing, cells=world.cells, batch_size=8)
+    cells_there = lrn.predict_cells(learner, world.cells, world.cell_forcing, cells=world.cells, batch_size=8,
+                                    client=client)
+    for ds in (cells_here, cells_there):
+        ds.attrs.pop("created", None)
+    xr.testing.assert_identical(cells_here, cells_there)
+
+
+def test_cli_cluster_options_are_checked_first(tmp_path, capsys):
+    from soiljax.cli import main
+
+    base = ["simulate", "--model", "clm5", "--forcing", str(tmp_path / "missing.nc"), "--out", str(tmp_path / "o.nc")]
+    assert main(base + ["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "drop --workers" in capsys.readouterr().err
+    assert main(base + ["--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the cluster's workers compile the steady state: ~30 s
+def test_cli_simulate_on_a_running_scheduler(client, tmp_path, capsys):
+    import json
+
+    from soiljax.cli import main
+
+    forcing, sites = soiljax.synthetic_sites(5, seed=4)
+    soiljax.io.write_forcing(forcing, tmp_path / "f.nc", sites=sites)
+    base = ["simulate", "--model", "clm5", "--forcing", str(tmp_path / "f.nc"), "--batch-size", "2", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "here.nc")]) == 0
+    address = client.scheduler_info()["address"]
+    assert main(base + ["--out", str(tmp_path / "there.nc"), "--scheduler", address]) == 0
+    (tmp_path / "scheduler.json").write_text(json.dumps({"address": address}))
+    assert main(base + ["--out", str(tmp_path / "file.nc"), "--scheduler-file", str(tmp_path / "scheduler.json")]) == 0
+    here = soiljax.io.read_results(tmp_path / "here.nc")
+    for name in ("there.nc", "file.nc"):
+        np.testing.assert_array_equal(soiljax.io.read_results(tmp_path / name).soc.values, here.soc.values)
+    assert main(base + ["--out", str(tmp_path / "x.nc"), "--scheduler-file", str(tmp_path / "none.json")]) == 2
+    assert "no scheduler file" in capsys.readouterr().err

@@ -51,7 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from .._batch import DEFAULT_CPU_BATCH, batched_steady_state
+from .._batch import batched_steady_state
+from .._engine import bounds, default_batch_size, run_batches, take
 from .._diagnostics import COMPONENT_LONG_NAMES, COMPONENT_UNITS, soc_stock, system_components
 from .._grid import DZ, N_LAYERS, ZISOI, ZSOI
 from ..io._netcdf import model_attrs as simulation_attrs
@@ -148,17 +149,25 @@ def _covariates_for(learner: Learner, covariates, what: str = "covariates") -> n
     return x
 
 
-def _default_chunk(n: int, mesh=None) -> int:
-    dev = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
-    n_dev = 1 if mesh is None else mesh.devices.size
-    return DEFAULT_CPU_BATCH * n_dev if dev.platform == "cpu" else max(n, 1)
+class _CellJob:
+    """Steady-state SOC, validity and components of cells ``lo:hi`` (``job(lo, hi, report)``), as a
+    dataset along ``site``; pickles, so that Dask workers can run it."""
 
+    def __init__(self, model, u, forcing, batch_size: int, mesh=None):
+        self.model, self.u, self.forcing, self.batch_size, self.mesh = model, u, forcing, batch_size, mesh
 
-def _pad(a, total: int):
-    n = a.shape[0]
-    if n == total:
-        return a
-    return jnp.concatenate([a, jnp.repeat(a[-1:], total - n, axis=0)])
+    def __getstate__(self):  # host arrays and no devices: what a worker process can take
+        return {**self.__dict__, "forcing": jax.tree_util.tree_map(np.asarray, self.forcing), "mesh": None}
+
+    def __call__(self, lo: int, hi: int, report=None) -> xr.Dataset:
+        m = hi - lo
+        u, f = take((self.u, self.forcing), lo, hi, self.batch_size)  # padded: one compiled program
+        steady = batched_steady_state(self.model, u, f, batch_size=self.batch_size, mesh=self.mesh)
+        comp = {k: np.asarray(v)[:m] for k, v in system_components(self.model, u, f, steady).items()}
+        soc, valid = np.asarray(steady.soc)[:m], np.asarray(steady.valid)[:m]
+        data = {"soc": (("site", "layer"), soc), "valid": ("site", np.asarray(valid).astype(bool))}
+        data.update({k: ("site", np.asarray(v)) for k, v in comp.items()})
+        return xr.Dataset(data)
 
 
 # ---------------------------------------------------------------------------
@@ -176,6 +185,7 @@ def predict_cells(
     batch_size: int | None = None,
     mesh=None,
     progress: bool = False,
+    client=None,
 ) -> xr.Dataset:
     """Predicted parameters, steady states, stocks and components of every cell.
 
@@ -205,7 +215,10 @@ def predict_cells(
         Optional ``jax.sharding.Mesh`` with a ``"site"`` axis (see
         :func:`soiljax.site_mesh`).
     progress:
-        Show a tqdm progress bar over the chunks.
+        Show a tqdm progress bar over the cells.
+    client:
+        A ``distributed.Client``: the batches of cells are solved on that Dask
+        cluster (:mod:`soiljax._dask`) instead of in this process.
 
     Returns
     -------
@@ -255,36 +268,25 @@ def predict_cells(
         u_sd[missing_x] = np.nan
     u_solve = np.where(missing_x[:, None], np.asarray(model.default_u(), dtype=float)[None, :], u)
 
-    # --- steady states and components, chunk by chunk (one compiled program) --------
-    chunk = max(1, min(int(batch_size) if batch_size is not None else _default_chunk(n, mesh), n))
+    # --- steady states and components, batch by batch (one compiled program) --------
+    chunk = max(1, min(int(batch_size) if batch_size is not None else default_batch_size(n, mesh), n))
     if mesh is not None:
         chunk = -(-chunk // mesh.devices.size) * mesh.devices.size
-    starts = list(range(0, n, chunk))
+    batches = bounds(n, chunk)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=f"{learner.model_name} maps", unit="cell")
-    soc = np.empty((n, N_LAYERS))
-    valid = np.empty(n, dtype=bool)
-    comps = {k: np.empty(n) for k in COMPONENT_UNITS}
     try:
-        for s in starts:
-            e = min(s + chunk, n)
-            uc = _pad(jnp.asarray(u_solve[s:e]), chunk)
-            fc = jax.tree_util.tree_map(lambda a: _pad(jnp.asarray(a[s:e]), chunk), forcing)
-            steady = batched_steady_state(model, uc, fc, batch_size=chunk, mesh=mesh)
-            comp = system_components(model, uc, fc, steady)
-            m = e - s
-            soc[s:e] = np.asarray(steady.soc)[:m]
-            valid[s:e] = np.asarray(steady.valid).astype(bool)[:m]
-            for k in comps:
-                comps[k][s:e] = np.asarray(comp[k])[:m]
-            if bar is not None:
-                bar.update(m)
+        solved = run_batches(_CellJob(model, u_solve, forcing, chunk, mesh=mesh), n, chunk, client=client,
+                             batch_done=None if bar is None else (lambda i: bar.update(batches[i][2] - batches[i][1])))
     finally:
         if bar is not None:
             bar.close()
+    soc = np.array(solved["soc"].values, dtype=float)
+    valid = np.array(solved["valid"].values, dtype=bool)
+    comps = {k: np.array(solved[k].values, dtype=float) for k in COMPONENT_UNITS}
     valid &= ~missing_x
     stocks = {k: np.array(soc_stock(soc, d)) for k, d in STOCK_DEPTHS.items()}
     bad = ~valid
@@ -453,6 +455,7 @@ def predict_maps(
     batch_size: int | None = None,
     mesh=None,
     progress: bool = True,
+    client=None,
 ) -> xr.Dataset:
     """Maps of predicted parameters, SOC stocks and components over the world's grid.
 
@@ -462,14 +465,15 @@ def predict_maps(
     cell_forcing)``.  The learner's covariates are selected by name from
     ``cells["covariates"]`` (a clear error lists any that are missing).
     :func:`predict_cells` followed by :func:`to_grid`; see the module
-    docstring for the variables.
+    docstring for the variables; ``client`` (a ``distributed.Client``) solves the
+    cells on that Dask cluster.
     """
     grid, cells, forcing = _world_parts(world)
     if "covariates" not in cells.data_vars:
         raise MapsError("the world's cells dataset has no 'covariates' variable (cell, covariate)")
     ds = predict_cells(
         learner, cells["covariates"], forcing, model=model, cells=cells, batch_size=batch_size, mesh=mesh,
-        progress=progress,
+        progress=progress, client=client,
     )
     return to_grid(ds, grid)
 
