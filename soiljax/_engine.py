@@ -60,9 +60,14 @@ def bounds(n: int, size: int) -> list[tuple[int, int, int]]:
 
 def padded_index(lo: int, hi: int, size: int) -> np.ndarray:
     """Site indices ``lo..hi-1``, then ``hi-1`` repeated up to ``size`` entries."""
-    idx = np.arange(lo, hi)
-    if hi - lo < size:
-        idx = np.concatenate([idx, np.full(size - (hi - lo), hi - 1)])
+    return pad_indices(np.arange(lo, hi), size)
+
+
+def pad_indices(idx, size: int) -> np.ndarray:
+    """Site indices ``idx`` (not empty), then the last repeated up to ``size`` entries."""
+    idx = np.asarray(idx)
+    if idx.size < size:
+        idx = np.concatenate([idx, np.full(size - idx.size, idx[-1])])
     return idx
 
 

@@ -25,7 +25,7 @@ import xarray as xr
 from .._forcing import Forcing
 from .._models import AbstractSoilModel
 from .._engine import fingerprint as run_fingerprint
-from .._engine import padded_index, plan, run_batches
+from .._engine import pad_indices, padded_index, plan, run_batches
 from .._options import MIN_SAMPLES
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
@@ -397,7 +397,7 @@ def _extend(target, sampler, data, carry, chain_keys, z, *, start, samples, roun
         sites = np.flatnonzero(failing)
         if sites.size == 0:
             break
-        idx = np.concatenate([sites, np.full(_subset_size(sites.size, n_dev) - sites.size, sites[-1])])
+        idx = pad_indices(sites, _subset_size(sites.size, n_dev))
         sub_data, sub_carry, sub_keys = jax.tree_util.tree_map(
             lambda x: jnp.asarray(np.asarray(x)[idx]), (data, carry, chain_keys))
         if sharding is not None:
