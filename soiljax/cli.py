@@ -17,14 +17,14 @@ Subcommands::
 
 User errors (a missing or malformed file, a missing variable, a wrong unit,
 bad options) print one line to stderr and exit with status 2; there is no
-traceback.  Option defaults are the library's (:mod:`soiljax._options`, which
-imports no JAX, so that options are checked before JAX starts).  Each
-subcommand is a thin wrapper around a library function:
+traceback.  Each subcommand is a thin wrapper around a library function:
 :func:`soiljax.simulate_to_file`, :func:`soiljax.synthetic.synthetic_sites`,
 :func:`soiljax.calibration.calibrate`, :func:`soiljax.world.synthetic_world`,
 :func:`soiljax.learning.train_two_stage` / :func:`~soiljax.learning.train_end_to_end` (on the sites
 that :func:`~soiljax.learning.two_stage_data` / :func:`~soiljax.learning.end_to_end_data` pair by label),
 :func:`soiljax.learning.predict_maps`, ``soiljax._demo.run_demo``.
+Option defaults are the library's (:mod:`soiljax._options`, which imports no
+JAX, so that options are checked before JAX starts).
 """
 
 from __future__ import annotations
