@@ -75,8 +75,7 @@ def example_sites(groups, nse, per_group=1) -> list[int]:
 def main(argv=None):
     args = _args(argv)
     import soiljax
-    from soiljax import _plots
-    from soiljax.calibration import NUTS, LogNormal, calibrate
+    from soiljax.calibration import NUTS, LogNormal, calibrate, calibration_figure
     from soiljax.dutch import dutch_profiles, netherlands_forcing
 
     out = Path(args.out)
@@ -107,7 +106,7 @@ def main(argv=None):
             print(f"{g:8s} {row['n']:4d} {row['nse_q10']:8.3f} {row['nse_median']:8.3f} {row['nse_q90']:8.3f} "
                   f"{row['nse_gt_0']:6.2f} {row['rhat_mean_lt_1.05']:8.2f} {row['accepted']:8.2f}")
         sites = example_sites(groups, post["nse"].values)
-        fig = _plots.calibration_figure(post, sites=sites, max_depth=1.3)
+        fig = calibration_figure(post, sites=sites, max_depth=1.3)
         fig.savefig(out / f"profiles_{name}.png", dpi=110)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

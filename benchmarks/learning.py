@@ -137,68 +137,19 @@ def _args(argv=None):
 # scoring
 # ---------------------------------------------------------------------------
 
-def _q(values, q):
-    """Quantile that tolerates -inf (a failure): picks an actual value, no interpolation."""
-    v = np.asarray(values, float)
-    return float(np.quantile(v, q, method="lower")) if v.size else float("nan")
-
-
-def _median(values):
-    v = np.asarray(values, float)
-    return float(np.median(v)) if v.size else float("nan")
-
-
 def score(ev: dict, stock_true: np.ndarray) -> dict:
-    """Summary of one :func:`evaluate` result on the held-out sites (invalid counts as failure)."""
-    valid = ev["valid"]
-    nse = np.where(valid, ev["nse"], -np.inf)
-    rel = np.where(valid, (ev["stock_1m"] - stock_true) / stock_true, np.inf)
-    err = np.abs(rel)
-    out = {
-        "n_test": int(valid.size),
-        "valid_fraction": float(valid.mean()),
-        "median_nse": _median(nse),
-        "q10_nse": _q(nse, 0.1),
-        "q90_nse": _q(nse, 0.9),
-        "mean_nse_valid": float(np.mean(ev["nse"][valid])) if valid.any() else float("nan"),
-        "nse_gt_0": float(np.mean(nse > 0)),
-        "median_stock_rel_bias": _median(np.where(valid, rel, np.nan)[valid]) if valid.any() else float("nan"),
-        "median_abs_stock_err": _median(err),
-        "stock_within_10pct": float(np.mean(err <= 0.1)),
-        "stock_within_20pct": float(np.mean(err <= 0.2)),
-    }
-    if "u_corr" in ev:
-        out["median_u_corr"] = ev["median_u_corr"]
-        out["u_corr"] = {k: float(v) for k, v in ev["u_corr"].items()}
-        out["u_rmse"] = {k: float(v) for k, v in ev["u_rmse"].items()}
-    return out
+    """The figures of one row: :func:`soiljax.learning.evaluation_summary` (invalid counts as failure)."""
+    from soiljax.learning import evaluation_summary
+
+    return evaluation_summary(ev, stock_true)
 
 
 def reference_eval(model, u, forcing, obs, u_true, *, correlate: bool = True):
-    """:func:`evaluate`'s dict for given u (no learner): steady state, NSE, stock, r(u) if ``correlate``."""
-    import jax.numpy as jnp
+    """:func:`soiljax.learning.evaluate_u` of given u (no learner), with r(u) against ``u_true``
+    if ``correlate`` (not for a constant u such as the defaults)."""
+    from soiljax.learning import evaluate_u
 
-    import soiljax
-    from soiljax.learning import pearson
-    from soiljax.learning._evaluate import _observe_and_score
-
-    steady = soiljax.batched_steady_state(model, u, forcing)
-    valid = np.asarray(steady.valid).astype(bool)
-    _, nse = _observe_and_score(jnp.asarray(steady.soc), obs)
-    ev = {
-        "u": np.asarray(u),
-        "valid": valid,
-        "nse": np.where(valid, np.asarray(nse), np.nan),
-        "stock_1m": np.where(valid, np.asarray(soiljax.soc_stock(steady.soc, 1.0)), np.nan),
-    }
-    if not correlate:  # constant u (the defaults): no correlation to speak of
-        return ev
-    names = model.param_names
-    ev["u_corr"] = {p: pearson(ev["u"][valid, i], u_true[valid, i]) for i, p in enumerate(names)}
-    ev["u_rmse"] = {p: float(np.sqrt(np.mean((ev["u"][valid, i] - u_true[valid, i]) ** 2))) for i, p in enumerate(names)}
-    r = np.array(list(ev["u_corr"].values()))
-    ev["median_u_corr"] = float(np.nanmedian(r)) if np.isfinite(r).any() else float("nan")
-    return ev
+    return evaluate_u(model, u, forcing, obs, u_true=u_true if correlate else None)
 
 
 # ---------------------------------------------------------------------------
@@ -364,22 +315,12 @@ def run_model(name: str, world, args, log) -> dict:
     return res
 
 
-def paired_comparison(ev_a: dict, ev_b: dict) -> dict:
-    """Site by site on the held-out sites: how often a's NSE beats b's (invalid = -inf), and a two-sided
-    sign test (ties dropped): with few test sites a difference of medians alone can be chance."""
-    from scipy.stats import binomtest
+def paired_comparison(ev_e2e: dict, ev_two: dict) -> dict:
+    """Site by site on the held-out sites, end-to-end against two-stage, with a sign test
+    (:func:`soiljax.learning.paired_comparison`)."""
+    from soiljax.learning import paired_comparison as compare
 
-    a = np.where(ev_a["valid"], ev_a["nse"], -np.inf)
-    b = np.where(ev_b["valid"], ev_b["nse"], -np.inf)
-    wins, losses = int(np.sum(a > b)), int(np.sum(a < b))
-    n = wins + losses
-    return {
-        "sites": int(a.size),
-        "end_to_end_better": wins,
-        "two_stage_better": losses,
-        "end_to_end_better_fraction": wins / a.size if a.size else float("nan"),
-        "sign_test_p": float(binomtest(wins, n).pvalue) if n else float("nan"),
-    }
+    return compare(ev_e2e, ev_two, names=("end_to_end", "two_stage"))
 
 
 def _finished_posterior(path, sampler, args, obs, site_id):
@@ -423,20 +364,14 @@ def _write_heldout_inputs(folder, site_id, x, cov_names, forcing, obs, attrs):
     (:func:`soiljax.io.read_forcing`, :func:`soiljax.io.read_observations` with ``check_units=False``)
     and the learners' covariates ``covariates.nc`` (variable ``covariates`` (site, covariate));
     ``attrs`` (the world's recipe) go on each file."""
-    import xarray as xr
-
-    from soiljax.io import write_forcing, write_observations
+    from soiljax.io import write_covariates, write_forcing, write_observations
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_forcing(forcing, folder / "forcing.nc", site_id=site_id, attrs=attrs)
     write_observations(obs, folder / "obs.nc", site_id=site_id, attrs=attrs)
-    ds = xr.Dataset(
-        {"covariates": (("site", "covariate"), np.asarray(x, float))},
-        coords={"site": np.asarray(site_id), "covariate": list(cov_names)},
-        attrs={"description": "covariates of the held-out test sites of benchmarks/learning.py", **attrs},
-    )
-    ds.to_netcdf(folder / "covariates.nc")
+    write_covariates(x, cov_names, folder / "covariates.nc", site_id=site_id,
+                     attrs={"description": "covariates of the held-out test sites of benchmarks/learning.py", **attrs})
 
 
 def _write_heldout(path, model, site_id, u_true, stock_true, obs, evals):
@@ -457,7 +392,7 @@ def _write_heldout(path, model, site_id, u_true, stock_true, obs, evals):
         ds[f"nse_{key}"] = ("site", np.asarray(ev["nse"]))
         ds[f"stock_1m_{key}"] = ("site", np.asarray(ev["stock_1m"]), {"units": "kgC m-2"})
         ds[f"valid_{key}"] = ("site", np.asarray(ev["valid"]).astype(np.int8))
-        if "pred" in ev:
+        if key in ("two_stage", "end_to_end"):  # the learners' profiles (not those of the reference rows)
             ds[f"soc_pred_{key}"] = (("site", "obs"), np.asarray(ev["pred"]), {"units": "gC m-3"})
     ds.to_netcdf(path)
 

@@ -96,10 +96,7 @@ def _inputs(args, model):
     """
     from pathlib import Path
 
-    import soiljax
-    from soiljax.calibration._recovery import read_recovery_inputs, valid_truths
-    from soiljax.io import write_forcing, write_observations, write_params
-    from soiljax.synthetic import synthetic_observations
+    from soiljax.calibration import read_recovery_inputs, recovery_profiles, write_recovery_inputs
 
     recipe = {"model": args.model, "n_sites": args.n_sites, "seed": args.seed, "noise": args.noise}
     folder = Path(args.out + ".inputs") if args.out else None
@@ -113,18 +110,10 @@ def _inputs(args, model):
                              "--resume to draw the profiles anew")
         print(f"resuming: reading the profiles saved in {folder}", file=sys.stderr)
     else:
-        rng = np.random.default_rng(args.seed)
-        forcing, _ = soiljax.synthetic_sites(args.n_sites, seed=args.seed)
-        u_true, valid = valid_truths(model, forcing, rng)
-        keep = np.flatnonzero(valid)
-        forcing, u_true = forcing[keep], u_true[keep]
-        obs, _ = synthetic_observations(model, u_true, forcing, noise=args.noise, seed=args.seed)
+        forcing, obs, u_true = recovery_profiles(model, args.n_sites, seed=args.seed, noise=args.noise)
         if folder is None:
-            return forcing, obs, u_true, len(keep)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_forcing(forcing, folder / "forcing.nc")
-        write_observations(obs, folder / "obs.nc")
-        write_params(u_true, model, folder / "u_true.nc", attrs=recipe)
+            return forcing, obs, u_true, len(u_true)
+        write_recovery_inputs(folder, model, forcing, obs, u_true, attrs=recipe)
     # read back even what was just written, so that a resumed run sees the very same arrays
     forcing, obs, u_true = read_recovery_inputs(folder, model)
     return forcing, obs, u_true, len(u_true)
@@ -159,7 +148,7 @@ def main(argv=None):
     out = args.out
     resumed = 0
     if args.resume:
-        from soiljax._parts import parts_dir
+        from soiljax.io import parts_dir
 
         resumed = len(list(parts_dir(out).glob("part_*.nc"))) if parts_dir(out).exists() else 0
         if os.path.exists(out) and not resumed:

@@ -36,8 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import soiljax
-from soiljax._batch import _pad_sites
-from soiljax._models import CLM5, COMPAS
+from soiljax import CLM5, COMPAS
 
 
 def _chunks(n, chunk):
@@ -45,12 +44,12 @@ def _chunks(n, chunk):
 
 
 def _prepare(tree, n, chunk):
-    """Device-resident chunks of the inputs (on the default device), padded to a common chunk size."""
+    """Device-resident chunks of the inputs (on the default device), padded to a common chunk size
+    by repeating a chunk's last site (a valid input), as :func:`soiljax.batched_steady_state` does."""
     out = []
     for s, e in _chunks(n, chunk):
-        part = jax.tree_util.tree_map(lambda a: a[s:e], tree)
-        part = _pad_sites(part, chunk - (e - s))
-        out.append(jax.device_put(part))
+        idx = np.minimum(np.arange(s, s + chunk), e - 1)
+        out.append(jax.device_put(jax.tree_util.tree_map(lambda a: a[idx], tree)))
     return out
 
 

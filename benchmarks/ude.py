@@ -28,9 +28,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import soiljax  # noqa: F401  (float64)
-from soiljax.ude import CASES, LossWeights, SolveOptions, build_problem, make_synthetic
-from soiljax.ude._model import INPUT_CENTRE, INPUT_SCALE
-from soiljax.ude._train import initial_estimate, plain_loss, predict
+from soiljax.ude import (
+    CASES,
+    INPUT_CENTRE,
+    INPUT_SCALE,
+    LossWeights,
+    SolveOptions,
+    build_problem,
+    initial_estimate,
+    make_synthetic,
+    plain_loss,
+    predict,
+)
 
 
 def _timed(fn, repeats):

@@ -25,8 +25,11 @@ pinned worker processes, ``--scheduler``/``--scheduler-file`` on any Dask
 cluster (:mod:`soiljax._dask`).  Each subcommand is a thin wrapper around a library function:
 :func:`soiljax.simulate_to_file`, :func:`soiljax.synthetic.synthetic_sites`,
 :func:`soiljax.calibration.calibrate`, :func:`soiljax.world.synthetic_world`,
-:func:`soiljax.learning.train_two_stage` / :func:`~soiljax.learning.train_end_to_end`,
+:func:`soiljax.learning.train_two_stage` / :func:`~soiljax.learning.train_end_to_end` (on the sites
+that :func:`~soiljax.learning.two_stage_data` / :func:`~soiljax.learning.end_to_end_data` pair by label),
 :func:`soiljax.learning.predict_maps`, ``soiljax._demo.run_demo``.
+Option defaults are the library's (:mod:`soiljax._options`, which imports no
+JAX, so that options are checked before JAX starts).
 """
 
 from __future__ import annotations
@@ -36,8 +39,6 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 EXIT_USER_ERROR = 2
 
@@ -462,40 +463,9 @@ def _run_world(args) -> int:
     return 0
 
 
-def _site_labels(ds, source: str) -> np.ndarray:
-    if "site" not in ds.coords and "site" not in ds:
-        raise UserError(f"{source} has no 'site' coordinate: files must label their sites so they can be matched")
-    return np.asarray(ds["site"].values).astype(str)
-
-
-def _read_covariates(path):
-    """(covariate matrix, names, site labels) from a file with ``covariates`` (site, covariate)."""
-    from .io._netcdf import open_dataset
-
-    ds = open_dataset(path, "covariate", UserError)
-    if "covariates" not in ds:
-        raise UserError(f"covariate file {str(path)!r} has no variable 'covariates' (site, covariate); "
-                        "write one like soiljax.world's sites.nc")
-    da = ds["covariates"]
-    if da.dims != ("site", "covariate"):
-        raise UserError(f"'covariates' in {str(path)!r} has dims {da.dims}, expected ('site', 'covariate')")
-    names = tuple(str(c) for c in ds["covariate"].values) if "covariate" in ds.coords else None
-    if names is None:
-        raise UserError(f"covariate file {str(path)!r} needs a 'covariate' coordinate with the covariate names")
-    return np.asarray(da.values, dtype=float), names, _site_labels(ds, f"covariate file {str(path)!r}")
-
-
-def _match(labels, wanted, what: str) -> np.ndarray:
-    """Indices into ``labels`` of the sites ``wanted`` (all must be present)."""
-    pos = {lab: i for i, lab in enumerate(labels)}
-    missing = [w for w in wanted if w not in pos]
-    if missing:
-        raise UserError(f"{len(missing)} site(s) of the {what} are not in the covariate file "
-                        f"(first: {missing[0]}); the files must describe the same sites")
-    return np.array([pos[w] for w in wanted], dtype=int)
-
-
 def _add_learn(sub) -> None:
+    from . import _options as O
+
     p = sub.add_parser(
         "learn",
         help="learn a network from site covariates to model parameters (two-stage or end-to-end)",
@@ -514,15 +484,20 @@ def _add_learn(sub) -> None:
     p.add_argument("--forcing", metavar="F.nc", help="forcing file of the observed sites (end-to-end)")
     p.add_argument("--obs", metavar="OBS.nc", help="observation file (end-to-end)")
     p.add_argument("--out", required=True, metavar="NET.eqx", help="learner file to write")
-    p.add_argument("--loss", choices=["mse", "proda"], default=None, help="two-stage loss (default mse; proda: MSE x MRE)")
+    p.add_argument("--loss", choices=list(O.TWO_STAGE_LOSSES), default=None,
+                   help=f"two-stage loss (default {O.TWO_STAGE_LOSSES[0]}; proda: MSE x MRE)")
     p.add_argument("--proda-filter", action="store_true",
                    help="two-stage: train only on profiles accepted by PRODA's filter (mean R-hat < 1.05, NSE > 0)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[256, 512, 512, 256], help="hidden widths (PRODA's default)")
-    p.add_argument("--dropout", type=float, default=0.2, help="dropout rate (default 0.2)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 2000 two-stage, 300 end-to-end)")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default 100 / 30)")
-    p.add_argument("--batch-size", type=int, default=None, help="sites per mini-batch (default 32 / 64)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--hidden", type=int, nargs="+", default=list(O.PRODA_HIDDEN), help="hidden widths (PRODA's default)")
+    p.add_argument("--dropout", type=float, default=O.PRODA_DROPOUT, help=f"dropout rate (default {O.PRODA_DROPOUT:g})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"maximum epochs (default {O.TWO_STAGE_EPOCHS} two-stage, {O.END_TO_END_EPOCHS} end-to-end)")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"early-stopping patience (default {O.TWO_STAGE_PATIENCE} / {O.END_TO_END_PATIENCE})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"sites per mini-batch (default {O.TWO_STAGE_BATCH_SIZE} / {O.END_TO_END_BATCH_SIZE})")
+    p.add_argument("--learning-rate", type=float, default=O.LEARNING_RATE,
+                   help=f"Adam learning rate (default {O.LEARNING_RATE:g})")
     p.add_argument("--ensemble", type=int, default=None, help="two-stage: bootstrap ensemble members (default 1)")
     p.add_argument("--prior-weight", type=float, default=None,
                    help="end-to-end: weight (> 0) of mean (u - u_mean)^2 towards the posterior (needs --posterior)")
@@ -534,10 +509,17 @@ def _add_learn(sub) -> None:
     p.set_defaults(func=_run_learn)
 
 
-_LEARN_DEFAULTS = {  # approach -> option defaults
-    "two-stage": dict(epochs=2000, patience=100, batch_size=32, loss="mse", ensemble=1),
-    "end-to-end": dict(epochs=300, patience=30, batch_size=64, prior_weight=0.0, bedrock="proda"),
-}
+def _learn_defaults(approach: str) -> dict:
+    """The library's defaults of the options left out (:mod:`soiljax._options`, importable without JAX)."""
+    from . import _options as O
+
+    if approach == "two-stage":
+        return dict(epochs=O.TWO_STAGE_EPOCHS, patience=O.TWO_STAGE_PATIENCE, batch_size=O.TWO_STAGE_BATCH_SIZE,
+                    loss=O.TWO_STAGE_LOSSES[0], ensemble=1)
+    return dict(epochs=O.END_TO_END_EPOCHS, patience=O.END_TO_END_PATIENCE, batch_size=O.END_TO_END_BATCH_SIZE,
+                prior_weight=0.0, bedrock="proda")
+
+
 _LEARN_ONLY = {  # option -> why it applies to one approach only
     "loss": ("two-stage", "end-to-end fits the observed profiles"),
     "proda_filter": ("two-stage", "end-to-end uses every profile with usable layers"),
@@ -590,7 +572,7 @@ def _check_learn_options(args) -> None:
         raise UserError("end-to-end learning needs the observed sites' --forcing F.nc and --obs OBS.nc "
                         "(or --world DIR)")
     _check_output_file(args.out)
-    for flag, default in _LEARN_DEFAULTS[args.approach].items():
+    for flag, default in _learn_defaults(args.approach).items():
         if getattr(args, flag) is None:
             setattr(args, flag, default)
 
@@ -599,7 +581,7 @@ def _run_learn(args) -> int:
     _check_learn_options(args)
     from . import io
     from . import learning as L
-    from .io._netcdf import open_dataset
+    from .io.posteriors import read_posterior
 
     if args.world:
         folder = Path(args.world)
@@ -608,80 +590,40 @@ def _run_learn(args) -> int:
         obs_path = args.obs or folder / f"obs_{args.model}.nc"
     else:
         cov_path, forcing_path, obs_path = args.covariates, args.forcing, args.obs
-    x_all, names, labels = _read_covariates(cov_path)
-    progress = _progress(args)
+    x, names, sites = io.read_covariates(cov_path)
+    post = read_posterior(args.posterior) if args.posterior else None
+    post_source = f"posterior file {args.posterior!r}"
     model = _models()[args.model](bedrock=args.bedrock or "proda")  # two-stage: only its parameter names
-    post = None
-    if args.posterior:
-        post = open_dataset(args.posterior, "posterior", UserError)
-        if "u_mean" not in post:
-            raise UserError(f"posterior file {args.posterior!r} has no 'u_mean'; write one with soiljax calibrate")
-        if "param" not in post.coords:
-            raise UserError(f"posterior file {args.posterior!r} has no 'param' coordinate, so its parameters cannot "
-                            f"be matched to those of {args.model} by name; write it with soiljax calibrate")
-        if tuple(map(str, post["param"].values)) != tuple(model.param_names):
-            raise UserError(f"the parameters of {args.posterior!r} are not those of {args.model} "
-                            f"({', '.join(map(str, post['param'].values[:3]))}, ...); calibrate the same model")
-        if post["u_mean"].dims != ("site", "param"):
-            raise UserError(f"'u_mean' in {args.posterior!r} has dims {tuple(map(str, post['u_mean'].dims))}, "
-                            "expected ('site', 'param')")
+    progress = _progress(args)
     meta = {"covariate_file": str(cov_path), "approach": args.approach}
-    if args.approach == "two-stage":
-        keep = np.ones(post.sizes["site"], bool)
-        if args.proda_filter:
-            if "accepted" not in post:
-                raise UserError(f"--proda-filter needs the variable 'accepted' (site) of soiljax calibrate, which "
-                                f"{args.posterior!r} lacks")
-            keep = post["accepted"].values.astype(bool)
-            if keep.sum() < 3:
-                raise UserError(f"only {int(keep.sum())} profiles pass PRODA's filter in {args.posterior!r}; "
-                                "drop --proda-filter or calibrate longer")
-        u_mean = post["u_mean"].values
-        keep &= np.all(np.isfinite(u_mean), axis=1)
-        idx = _match(labels, _site_labels(post, f"posterior file {args.posterior!r}")[keep], "posterior")
-        try:  # the library's input checks (e.g. targets outside [0, 1]) run before anything is compiled
-            learner, hist = L.train_two_stage(
-                x_all[idx], u_mean[keep], model_name=args.model, covariate_names=names, loss=args.loss,
-                hidden=tuple(args.hidden), dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size,
-                learning_rate=args.learning_rate, patience=args.patience, seed=args.seed, ensemble=args.ensemble,
-                progress=progress, metadata={**meta, "posterior_file": str(args.posterior)})
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
-        n_used = int(keep.sum())
-    else:
+    net = dict(covariate_names=names, hidden=tuple(args.hidden), dropout=args.dropout, epochs=args.epochs,
+               batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience, seed=args.seed,
+               progress=progress)
+    if args.approach == "end-to-end":
         forcing, f_sites = io.read_forcing(forcing_path, **_plausibility(args))
-        obs, _ = io.read_observations(obs_path, min_layers=0, **_plausibility(args))  # sites without usable layers are dropped below
-        if obs.batch_shape != forcing.batch_shape:
-            raise UserError(f"{str(forcing_path)!r} has {forcing.batch_shape[0]} sites but {str(obs_path)!r} has "
-                            f"{obs.batch_shape[0]}; give one forcing site per observed profile, in the same order")
-        usable = np.asarray(obs.n_usable) >= 2  # e.g. sites whose truth was invalid in a synthetic world
-        f_labels = _site_labels(f_sites, f"forcing file {str(forcing_path)!r}")[usable]
-        idx = _match(labels, f_labels, "forcing file")
-        sel = np.flatnonzero(usable)
-        u_prior = None
-        if post is not None:
-            p_labels = _site_labels(post, f"posterior file {args.posterior!r}")
-            pos = {lab: i for i, lab in enumerate(p_labels)}
-            u_prior = np.full((len(sel), model.n_params), np.nan)
-            for k, lab in enumerate(f_labels):
-                if lab in pos:
-                    u_prior[k] = post["u_mean"].values[pos[lab]]
-            if not np.isfinite(u_prior).all(axis=1).any():
-                raise UserError(f"no site of the forcing file has a posterior mean in {args.posterior!r}, so "
-                                "--prior-weight would act on no site; the files must describe the same sites")
-        try:
-            learner, hist = L.train_end_to_end(
-                model, x_all[idx], forcing[sel], obs[sel], covariate_names=names, u_prior=u_prior,
-                prior_weight=args.prior_weight, hidden=tuple(args.hidden), dropout=args.dropout,
-                epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                patience=args.patience, seed=args.seed, progress=progress,
-                metadata={**meta, "forcing_file": str(forcing_path), "obs_file": str(obs_path)})
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
-        n_used = len(sel)
+        # sites without usable layers are dropped by end_to_end_data
+        obs, _ = io.read_observations(obs_path, min_layers=0, **_plausibility(args))
+    try:  # the library's input checks (e.g. targets outside [0, 1]) run before anything is compiled
+        if args.approach == "two-stage":
+            x_fit, u_fit = L.two_stage_data(x, sites, post, model, proda_filter=args.proda_filter,
+                                            source=post_source)
+            learner, hist = L.train_two_stage(x_fit, u_fit, model_name=args.model, loss=args.loss,
+                                              ensemble=args.ensemble, **net,
+                                              metadata={**meta, "posterior_file": str(args.posterior)})
+        else:
+            x_fit, forcing, obs, u_prior = L.end_to_end_data(
+                x, sites, forcing, f_sites, obs, post=post, model=model,
+                forcing_source=f"forcing file {str(forcing_path)!r}", obs_source=f"observation file {str(obs_path)!r}",
+                post_source=post_source)
+            learner, hist = L.train_end_to_end(model, x_fit, forcing, obs, u_prior=u_prior,
+                                               prior_weight=args.prior_weight, **net,
+                                               metadata={**meta, "forcing_file": str(forcing_path),
+                                                         "obs_file": str(obs_path)})
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     L.save_learner(args.out, learner)
     best = hist.get("best_epoch")
-    print(f"wrote {args.out} ({args.model}, {args.approach}, {n_used} sites, best epoch {best}, "
+    print(f"wrote {args.out} ({args.model}, {args.approach}, {len(x_fit)} sites, best epoch {best}, "
           f"{hist.get('wall_s', float('nan')):.0f} s)")
     return 0
 

@@ -199,3 +199,72 @@ def test_the_cycle_rule_finds_a_cycle():
     imports, _ = _scan({"soiljax._grid": "from .io import forcing\n"})  # io.forcing imports _grid
     assert any("soiljax._grid" in c and "soiljax.io.forcing" in c for c in _cycles(imports))
 
+
+
+# --------------------------------------------------------------------------
+# benchmarks/ use the public API only
+# --------------------------------------------------------------------------
+
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+def _benchmark_private_uses(text: str) -> list[str]:
+    """The private soiljax names a script uses: a module with a private part
+    (``soiljax._batch``, ``soiljax.ude._model``), a private name imported from soiljax
+    (``from soiljax import _plots``) or a private attribute of a soiljax module or of a
+    name imported from one (``soiljax._parts``, ``io._write``)."""
+    found = []
+    bound = set()  # local names bound to soiljax modules or names
+    tree = ast.parse(text)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "soiljax":
+            if any(_is_private(part) for part in node.module.split(".")):
+                found.append(f"line {node.lineno}: from {node.module} import ...")
+            for alias in node.names:
+                if _is_private(alias.name):
+                    found.append(f"line {node.lineno}: {alias.name} of {node.module}")
+                bound.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "soiljax":
+                    if any(_is_private(part) for part in alias.name.split(".")):
+                        found.append(f"line {node.lineno}: import {alias.name}")
+                    bound.add(alias.asname or alias.name.split(".")[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in bound:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_benchmark_scripts_use_public_names_only():
+    scripts = sorted(BENCHMARKS.glob("*.py"))
+    assert scripts, BENCHMARKS
+    messages = [
+        f"{path.relative_to(PACKAGE.parent)} uses the private soiljax name at {use}; benchmarks use the public "
+        "API only: give what they need a public, documented name in the library"
+        for path in scripts
+        for use in _benchmark_private_uses(path.read_text())
+    ]
+    assert not messages, "\n".join(messages)
+
+
+@pytest.mark.parametrize(
+    "source, n_found",
+    [
+        ("from soiljax._batch import batched_steady_state\n", 1),
+        ("from soiljax.ude._model import INPUT_SCALE\n", 1),
+        ("from soiljax import _plots\n", 1),
+        ("import soiljax._parts\n", 1),
+        ("import soiljax\nsoiljax._parts.parts_dir(p)\n", 1),
+        ("from soiljax import io\nio._netcdf.write_dataset(ds, p)\n", 1),
+        ("from soiljax.learning import evaluate\nevaluate._cache\n", 1),
+        ("import soiljax\nfrom soiljax.io import write_covariates\nsoiljax.__version__\n", 0),
+        ("import numpy as np\nnp._core\n", 0),  # not soiljax
+    ],
+)
+def test_the_benchmark_rule(source, n_found):
+    assert len(_benchmark_private_uses(source)) == n_found, _benchmark_private_uses(source)

@@ -7,6 +7,8 @@ returns an :class:`xarray.Dataset` of posterior summaries and diagnostics
 that a notebook can use them one by one: the likelihoods, the per-profile
 log density :func:`log_density` (a plain JAX function of the unconstrained
 parameter vector), the samplers and the diagnostics.
+:func:`calibration_figure` draws observed against fitted profiles
+(matplotlib, imported when first asked for).
 """
 
 from ._likelihood import AbstractLikelihood as AbstractLikelihood
@@ -22,12 +24,15 @@ from ._likelihood import proda_layer_weights as proda_layer_weights
 from ._likelihood import proda_likelihood as proda_likelihood
 from ._recovery import RecoveryRun as RecoveryRun
 from ._recovery import identifiable as identifiable
+from ._recovery import read_recovery_inputs as read_recovery_inputs
 from ._recovery import read_recovery_run as read_recovery_run
+from ._recovery import recovery_profiles as recovery_profiles
 from ._recovery import recovery_statistics as recovery_statistics
 from ._recovery import score_recovery as score_recovery
 from ._recovery import true_stock as true_stock
 from ._recovery import truth_nse as truth_nse
 from ._recovery import valid_truths as valid_truths
+from ._recovery import write_recovery_inputs as write_recovery_inputs
 from ._run import DEFAULT_EXTEND as DEFAULT_EXTEND
 from ._run import DEFAULT_WARMUP as DEFAULT_WARMUP
 from ._run import METHODS as METHODS
@@ -46,3 +51,13 @@ from ._numpyro import numpyro_model as numpyro_model
 from ._numpyro import sample_numpyro as sample_numpyro
 from ..io.posteriors import read_posterior as read_posterior
 from ..io.posteriors import write_posterior as write_posterior
+
+
+def __getattr__(name: str):
+    # the figure needs matplotlib, which a calibration run does not: imported on first use (PEP 562)
+    if name == "calibration_figure":
+        from .._plots import calibration_figure
+
+        globals()[name] = calibration_figure  # later lookups skip this function
+        return calibration_figure
+    raise AttributeError(f"module 'soiljax.calibration' has no attribute {name!r}")

@@ -1,6 +1,8 @@
 """Parameter-recovery experiments (PRODA's validation recipe) on synthetic profiles.
 
-:func:`valid_truths` draws known parameters for synthetic sites;
+:func:`recovery_profiles` draws the recipe's synthetic profiles (sites, known
+parameters from :func:`valid_truths`, noisy observations), which
+:func:`write_recovery_inputs` / :func:`read_recovery_inputs` keep in a folder;
 :func:`recovery_statistics` compares a posterior dataset with them, and
 :func:`score_recovery` does so from the truths alone (it solves the true
 steady states itself).  :func:`read_recovery_run` reads back a run that
@@ -147,9 +149,43 @@ def score_recovery(model, post, forcing, obs, u_true) -> dict:
     return recovery_statistics(post, u_true, true_stock(model, u_true, forcing), truth_nse(model, u_true, forcing, obs))
 
 
+def recovery_profiles(model, n_sites: int, *, seed: int = 0, noise: float = 0.1):
+    """``(forcing, obs, u_true)``: PRODA's validation recipe's synthetic profiles.
+
+    ``n_sites`` synthetic sites of all zones (:func:`soiljax.synthetic_sites`), true
+    parameters ``u_true ~ U(0.1, 0.9)^d`` redrawn where the steady state is invalid
+    (:func:`valid_truths`; sites without a valid draw are dropped, so there may be fewer
+    profiles than ``n_sites``) and observations at 4-8 depths with ``noise`` multiplicative
+    (log-normal) error (:func:`soiljax.synthetic_observations`), all seeded by ``seed``.
+    """
+    from ..synthetic import synthetic_observations, synthetic_sites
+
+    rng = np.random.default_rng(seed)
+    forcing, _ = synthetic_sites(n_sites, seed=seed)
+    u_true, valid = valid_truths(model, forcing, rng)
+    keep = np.flatnonzero(valid)
+    forcing, u_true = forcing[keep], u_true[keep]
+    obs, _ = synthetic_observations(model, u_true, forcing, noise=noise, seed=seed)
+    return forcing, obs, u_true
+
+
+def write_recovery_inputs(folder, model, forcing, obs, u_true, *, attrs=None) -> Path:
+    """Keep synthetic profiles in ``folder`` (made if needed): ``forcing.nc``, ``obs.nc`` and the
+    true parameters ``u_true.nc``, whose global attributes get ``attrs`` (e.g. the recipe);
+    :func:`read_recovery_inputs` reads them back."""
+    from ..io import write_forcing, write_observations, write_params
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_forcing(forcing, folder / "forcing.nc")
+    write_observations(obs, folder / "obs.nc")
+    write_params(u_true, model, folder / "u_true.nc", attrs=attrs)
+    return folder
+
+
 def read_recovery_inputs(folder, model):
-    """``(forcing, obs, u_true)``: the synthetic profiles that
-    ``benchmarks/recovery.py --out POST.nc`` saves in ``folder = POST.nc.inputs/``."""
+    """``(forcing, obs, u_true)``: the synthetic profiles that :func:`write_recovery_inputs`
+    kept in ``folder`` (``benchmarks/recovery.py --out POST.nc`` keeps them in ``POST.nc.inputs/``)."""
     from ..io import read_forcing, read_observations, read_params
 
     folder = Path(folder)

@@ -14,6 +14,9 @@
 :mod:`soiljax.io.observations`
     observed SOC profiles (:func:`write_observations`,
     :func:`read_observations`).
+:mod:`soiljax.io.covariates`
+    the covariates of each site, on (site, covariate), for the learners
+    (:func:`write_covariates`, :func:`read_covariates`).
 :mod:`soiljax.io.posteriors`
     posterior summaries of a calibration
     (:func:`soiljax.calibration.write_posterior`, ``read_posterior``).
@@ -52,6 +55,7 @@ from ._netcdf import (
     OutputWriteError,
     netcdf_engine,
 )
+from .covariates import CovariateFileError, read_covariates, write_covariates
 from .forcing import (
     ANNUAL_INPUT_HIGH,
     ANNUAL_INPUT_MAX,
@@ -119,6 +123,7 @@ __all__ = [
     "ANNUAL_INPUT_HIGH",
     "ANNUAL_INPUT_MAX",
     "ANNUAL_INPUT_MIN",
+    "CovariateFileError",
     "FileFormatError",
     "ForcingFileError",
     "OutputError",
@@ -135,9 +140,11 @@ __all__ = [
     "parts_dir",
     "read_forcing",
     "read_params",
+    "read_covariates",
     "read_results",
     "results_dataset",
     "simulate_to_file",
+    "write_covariates",
     "write_forcing",
     "write_params",
     "write_results",

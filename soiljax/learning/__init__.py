@@ -28,7 +28,17 @@ End-to-end (beyond PRODA), :func:`train_end_to_end`
 
 :func:`evaluate` scores a learner on (held-out) sites: NSE of the predicted
 profile against the observations, SOC stock to 1 m, validity, and the
-correlation of predicted with true parameters where those are known.
+correlation of predicted with true parameters where those are known
+(:func:`evaluate_u` the same for given parameters);
+:func:`evaluation_summary` gives the figures of a comparison table (invalid
+counted as failure) and :func:`paired_comparison` compares two evaluations
+site by site with a sign test.
+
+The training data of files (a covariate file, a posterior, forcing and
+observations, :mod:`soiljax.io`) are paired by site label with
+:func:`two_stage_data` and :func:`end_to_end_data` (``soiljax learn`` does
+this); :func:`posterior_means` reads a posterior's means by parameter name.
+The defaults of both training loops are those of ``soiljax learn``.
 
 :func:`predict_maps` applies a learner to every land cell of a world
 (:mod:`soiljax.world`) and returns maps (lat, lon) of the predicted parameters,
@@ -43,6 +53,11 @@ Networks train in JAX's default float type, float64 once soiljax is imported
 (the steady states need it); small networks train quickly on CPU.
 """
 
+from ._data import MIN_FILTERED as MIN_FILTERED
+from ._data import end_to_end_data as end_to_end_data
+from ._data import match_sites as match_sites
+from ._data import posterior_means as posterior_means
+from ._data import two_stage_data as two_stage_data
 from ._end_to_end import DEFAULT_SIGMA as DEFAULT_SIGMA
 from ._end_to_end import INVALID_PENALTY as INVALID_PENALTY
 from ._end_to_end import default_likelihood as default_likelihood
@@ -50,6 +65,7 @@ from ._end_to_end import end_to_end_loss as end_to_end_loss
 from ._end_to_end import site_misfit as site_misfit
 from ._end_to_end import train_end_to_end as train_end_to_end
 from ._evaluate import evaluate as evaluate
+from ._evaluate import evaluate_u as evaluate_u
 from ._evaluate import pearson as pearson
 from ._learner import MODEL_NAMES as MODEL_NAMES
 from ._learner import Learner as Learner
@@ -65,6 +81,8 @@ from ._network import U_EPS as U_EPS
 from ._network import ParamNet as ParamNet
 from ._network import make_ensemble as make_ensemble
 from ._scaling import MinMaxScaler as MinMaxScaler
+from ._scores import evaluation_summary as evaluation_summary
+from ._scores import paired_comparison as paired_comparison
 from ._serialise import LearnerFileError as LearnerFileError
 from ._serialise import load_learner as load_learner
 from ._serialise import read_header as read_header

@@ -28,6 +28,7 @@ import numpy as np
 from .._models import AbstractSoilModel
 from .._pchip import observe
 from ..calibration._likelihood import AbstractLikelihood, LogNormal, safe_depth
+from .._options import END_TO_END_BATCH_SIZE, END_TO_END_EPOCHS, END_TO_END_PATIENCE, LEARNING_RATE
 from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer, provenance
 from ._learner import Learner, check_covariates, check_split, init_learner, metadata_json, model_name_of, split_indices
 from ._network import PRODA_DROPOUT, PRODA_HIDDEN, ParamNet
@@ -207,10 +208,10 @@ def train_end_to_end(
     invalid_penalty: float = INVALID_PENALTY,
     hidden=PRODA_HIDDEN,
     dropout: float = PRODA_DROPOUT,
-    epochs: int = 200,
-    batch_size: int = 64,
-    learning_rate=1e-3,
-    patience: int | None = 20,
+    epochs: int = END_TO_END_EPOCHS,
+    batch_size: int = END_TO_END_BATCH_SIZE,
+    learning_rate=LEARNING_RATE,
+    patience: int | None = END_TO_END_PATIENCE,
     clip_norm: float | None = None,
     split=None,
     seed: int = 0,
@@ -251,6 +252,9 @@ def train_end_to_end(
         ``patience`` epochs without a better validation loss and return the
         best epoch's network.  A step whose loss or gradient is not finite is
         skipped (counted in ``skipped_steps``), so the network never gets NaN.
+        Defaults (shared with ``soiljax learn``, :mod:`soiljax._options`): up to
+        500 epochs, 32 sites per mini-batch, learning rate 1e-3, patience 30,
+        the settings of the benchmark runs in benchmarks/README.md.
     split:
         ``(train, val, test)`` site indices or None (random 80/10/10 with ``seed``).
     seed:

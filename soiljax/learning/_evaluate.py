@@ -76,6 +76,21 @@ def evaluate(model, learner: Learner, x, forcing, obs, *, u_true=None, batch_siz
             f"x has {n} sites but the forcing has batch shape {forcing.batch_shape} and the observations "
             f"{obs.batch_shape}; give one forcing site and one profile per row of x"
         )
+    return evaluate_u(model, u, forcing, obs, u_true=u_true, batch_size=batch_size)
+
+
+def evaluate_u(model, u, forcing, obs, *, u_true=None, batch_size: int | None = None) -> dict:
+    """:func:`evaluate` for given parameters ``u`` (site, param) instead of a learner's: the
+    same dict, e.g. for the reference rows of a comparison (the true parameters, the
+    model's defaults at every site: pass ``np.broadcast_to(model.default_u(), shape)``).
+    ``forcing`` and ``obs`` hold one site per row of ``u``."""
+    u = np.asarray(u)
+    n = u.shape[0]
+    if tuple(forcing.batch_shape) != (n,) or tuple(obs.batch_shape) != (n,):
+        raise ValueError(
+            f"u has {n} sites but the forcing has batch shape {forcing.batch_shape} and the observations "
+            f"{obs.batch_shape}; give one forcing site and one profile per row of u"
+        )
     steady = batched_steady_state(model, u, forcing, batch_size=batch_size)
     valid = np.asarray(steady.valid).astype(bool)
     pred, score = _observe_and_score(jnp.asarray(steady.soc), obs)
@@ -97,7 +112,7 @@ def evaluate(model, learner: Learner, x, forcing, obs, *, u_true=None, batch_siz
         ut = np.asarray(u_true, dtype=float)
         if ut.shape != u.shape:
             raise ValueError(f"u_true must have shape {u.shape} (site, param), got {ut.shape}")
-        names = learner.param_names
+        names = model.param_names  # the learner's too (checked by evaluate)
         out["u_corr"] = {p: pearson(u[valid, i], ut[valid, i]) for i, p in enumerate(names)}
         out["u_rmse"] = {p: float(np.sqrt(np.mean((u[valid, i] - ut[valid, i]) ** 2))) for i, p in enumerate(names)}
         r = np.array(list(out["u_corr"].values()))
@@ -105,4 +120,4 @@ def evaluate(model, learner: Learner, x, forcing, obs, *, u_true=None, batch_siz
     return out
 
 
-__all__ = ["evaluate", "pearson"]
+__all__ = ["evaluate", "evaluate_u", "pearson"]

@@ -8,13 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._options import PRODA_DROPOUT, PRODA_HIDDEN  # shared with the command line (no JAX there)
 from ._common import whole_number
-
-PRODA_HIDDEN = (256, 512, 512, 256)
-"""Hidden layer widths of PRODA's network (MODELS.md section 8)."""
-
-PRODA_DROPOUT = 0.2
-"""Dropout rate after every hidden layer in PRODA's network."""
 
 U_EPS = 1e-6
 """The network's outputs lie in [U_EPS, 1 - U_EPS]: strictly inside (0, 1) in float32 and float64."""

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._options import LEARNING_RATE, TWO_STAGE_BATCH_SIZE, TWO_STAGE_EPOCHS, TWO_STAGE_PATIENCE
 from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer, provenance, whole_number
 from ._learner import Learner, check_covariates, check_split, init_learner, metadata_json, model_name_of, split_indices
 from ._losses import get_loss
@@ -66,10 +67,10 @@ def train_two_stage(
     loss="mse",
     hidden=PRODA_HIDDEN,
     dropout: float = PRODA_DROPOUT,
-    epochs: int = 1000,
-    batch_size: int = 32,
-    learning_rate=1e-3,
-    patience: int | None = 100,
+    epochs: int = TWO_STAGE_EPOCHS,
+    batch_size: int = TWO_STAGE_BATCH_SIZE,
+    learning_rate=LEARNING_RATE,
+    patience: int | None = TWO_STAGE_PATIENCE,
     split=None,
     seed: int = 0,
     ensemble: int = 1,
@@ -100,7 +101,8 @@ def train_two_stage(
         At most ``epochs`` passes over the training set; training stops when the
         validation loss has not improved for ``patience`` epochs (``None``: run
         all epochs).  The parameters of the best validation epoch are returned
-        (PRODA trains up to 6000 epochs and keeps the best).
+        (PRODA trains up to 6000 epochs and keeps the best; the default, shared
+        with ``soiljax learn``, is up to 1000 epochs with patience 100).
     batch_size, learning_rate:
         Mini-batch size (PRODA: 32) and Adam's learning rate (a float or an
         optax schedule).  Every epoch reshuffles the training set and drops

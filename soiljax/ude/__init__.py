@@ -19,8 +19,8 @@ _EXPORTS = {
     ),
     "._model": (
         "ADJOINTS", "DIFFUSIVITY", "NZ", "T_END", "VELOCITY", "AbstractReactions", "Drivers",
-        "NeuralReactions", "NoReactions", "RateNet", "ReferenceReactions", "SOCModel", "depth_grid",
-        "initial_profile", "make_ude", "solve", "transport", "trapezoid_mass",
+        "INPUT_CENTRE", "INPUT_SCALE", "NeuralReactions", "NoReactions", "RateNet", "ReferenceReactions", "SOCModel",
+        "depth_grid", "initial_profile", "make_ude", "solve", "transport", "trapezoid_mass",
     ),
     "._noise": (
         "ar1_noise", "multiplicative", "white_noise",
