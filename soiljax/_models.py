@@ -8,7 +8,7 @@ Both models are pure functions of (model configuration, scaled parameters ``u``,
 
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, final
 
 import equinox as eqx
 import jax
@@ -68,18 +68,36 @@ class LinearOperators(eqx.Module):
 class AbstractSoilModel(eqx.Module):
     """Interface shared by CLM5 and COMPAS.
 
-    ``bedrock`` selects the transport boundary below bedrock: ``"proda"``
-    reproduces the original code (which leaks about 1% of the input through the
-    bedrock interface when nbedrock < 20) and is the default, so that PRODA's
-    fitted parameters and reference outputs carry over; ``"closed"`` closes
-    that interface as CTSM does and conserves mass exactly.
+    The interface has no fields; each model is a final class that declares its
+    own.  Every model has a ``bedrock`` field, which selects the transport
+    boundary below bedrock: ``"proda"`` reproduces the original code (which
+    leaks about 1% of the input through the bedrock interface when
+    nbedrock < 20) and is the default, so that PRODA's fitted parameters and
+    reference outputs carry over; ``"closed"`` closes that interface as CTSM
+    does and conserves mass exactly.
+
+    Class variables: ``name`` (how :func:`soiljax.model` and files name the
+    model), the parameter ``space``, the ``pool_names``, the ``soc_pools`` that
+    make up the observable, and the model's calibration defaults
+    (``default_warmup``, ``default_max_doublings``, ``default_extend``, read by
+    :func:`soiljax.calibration.calibrate` when they are not given).
     """
 
-    bedrock: str = "proda"
+    bedrock: eqx.AbstractVar[str]
 
+    name: eqx.AbstractClassVar[str]
     space: eqx.AbstractClassVar[ParamSpace]
     pool_names: eqx.AbstractClassVar[tuple[str, ...]]
     soc_pools: eqx.AbstractClassVar[tuple[int, ...]]
+    default_warmup: eqx.AbstractClassVar[int]
+    default_max_doublings: eqx.AbstractClassVar[int]
+    default_extend: eqx.AbstractClassVar[int]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        final = [base.__name__ for base in cls.__mro__[1:] if base.__dict__.get("__final__", False)]
+        if final:
+            raise TypeError(f"{final[0]} is final and cannot be subclassed; derive a new model from AbstractSoilModel")
 
     def __check_init__(self):
         if self.bedrock not in BEDROCK_MODES:
@@ -155,6 +173,7 @@ class AbstractSoilModel(eqx.Module):
 _CWD, _L1, _L2, _L3, _S1, _S2, _S3 = range(7)
 
 
+@final
 class CLM5(AbstractSoilModel):
     """CLM5's vertically resolved CENTURY-type model in matrix form (7 pools x 20 layers).
 
@@ -169,11 +188,30 @@ class CLM5(AbstractSoilModel):
     of ``u``.
     """
 
+    bedrock: str = "proda"
     sand_dependent_transfers: bool = False
 
+    name: ClassVar[str] = "clm5"
     space: ClassVar[ParamSpace] = CLM5_SPACE
     pool_names: ClassVar[tuple[str, ...]] = ("CWD", "L1", "L2", "L3", "S1", "S2", "S3")
     soc_pools: ClassVar[tuple[int, ...]] = (_S1, _S2, _S3)
+
+    default_warmup: ClassVar[int] = 400
+    """Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``.
+
+    Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): CLM5 meets
+    PRODA's R-hat rule for 97-98% of 1,000 profiles with 400."""
+    default_max_doublings: ClassVar[int] = 6
+    """NUTS tree-depth cap when ``NUTS(max_num_doublings=None)``.
+
+    Measured on synthetic profiles (``benchmarks/recovery.py``,
+    benchmarks/README.md): a 63-step cap (6) meets PRODA's R-hat rule and a
+    deeper cap costs more per draw."""
+    default_extend: ClassVar[int] = 0
+    """Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS).
+
+    None: CLM5 meets PRODA's R-hat rule for 97-98% of profiles without them,
+    and another compiled program per worker would add to its time."""
 
     def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
         u = self._check_u(u)
@@ -286,6 +324,7 @@ COMPAS_EFOLDING = 0.5  # m, fixed in COMPAS
 MIN_TOTAL_TO_MIC = 10.0  # PRODA: profiles with total / MIC stock below this are rejected
 
 
+@final
 class COMPAS(AbstractSoilModel):
     """COMPAS: litter as in CLM5 (4 pools, linear, L1-L3 transported) feeding
     four immobile soil pools per layer (DOC, MIC, ENZ, mineral SOC) with
@@ -302,11 +341,37 @@ class COMPAS(AbstractSoilModel):
     turnover time is driven by the u of ``km_assim`` instead of its own.
     """
 
+    bedrock: str = "proda"
     proda_enzyme_quirk: bool = False
 
+    name: ClassVar[str] = "compas"
     space: ClassVar[ParamSpace] = COMPAS_SPACE
     pool_names: ClassVar[tuple[str, ...]] = ("CWD", "L1", "L2", "L3", "DOC", "MIC", "ENZ", "SOC")
     soc_pools: ClassVar[tuple[int, ...]] = (_DOC, _MIC, _ENZ, _SOC)
+
+    default_warmup: ClassVar[int] = 800
+    """Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``.
+
+    Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): PRODA's
+    R-hat rule went from 87% to 93% of 30 profiles when the warmup went from
+    400 to 800, and held for 91% of 90 profiles with 800 (COMPAS's stiff
+    posteriors need longer to adapt the step size and the mass matrix)."""
+    default_max_doublings: ClassVar[int] = 10
+    """NUTS tree-depth cap when ``NUTS(max_num_doublings=None)``.
+
+    Measured on synthetic profiles (``benchmarks/recovery.py``,
+    benchmarks/README.md): COMPAS's posteriors are stiff ridges
+    (preconditioned curvature up to ~10^4: adapted step sizes ~0.01), so 63
+    steps barely move a chain: a 1023-step cap (10) gives ~20x the effective
+    samples for ~6x the gradient evaluations, and the R-hat rule goes from 29%
+    to 87% of profiles."""
+    default_extend: ClassVar[int] = 3
+    """Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS).
+
+    Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): COMPAS
+    profiles that fail PRODA's R-hat rule after 500 draws mostly mix slowly
+    rather than sit in separate modes, and longer chains pass (the rule went
+    from 90% to 97% of 60 profiles, for 41% more wall time)."""
 
     def _theta(self, u):
         u = self._check_u(u)

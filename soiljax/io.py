@@ -83,8 +83,9 @@ from ._forcing import (
 )
 from ._grid import DZ, N_LAYERS, ZISOI, ZSOI
 from ._observations import OM_TO_SOC_HINT, ObservationError, Observations, check_depth_plausibility
-from ._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
+from ._params import ParamSpace
 from ._parts import parts_dir
+from ._registry import model_class
 from ._sites import plain as _plain
 from ._sites import repeated as _repeated
 
@@ -594,11 +595,7 @@ def _space_of(model_or_space) -> ParamSpace:
     if isinstance(model_or_space, ParamSpace):
         return model_or_space
     if isinstance(model_or_space, str):
-        key = model_or_space.lower()
-        spaces = {"clm5": CLM5_SPACE, "compas": COMPAS_SPACE}
-        if key not in spaces:
-            raise ValueError(f"unknown model {model_or_space!r}; use 'clm5' or 'compas'")
-        return spaces[key]
+        return model_class(model_or_space).space
     space = getattr(model_or_space, "space", None)
     if isinstance(space, ParamSpace):
         return space

@@ -904,19 +904,15 @@ _TRANSFORMS = ("identity", "tanh", "sin")
 
 
 def _model_key(model) -> str:
-    if isinstance(model, str):
-        key = model.lower()
-    else:
-        key = type(model).__name__.lower()
-    if key not in _HIDDEN:
-        raise ValueError(f"unknown model {model!r}; the world has hidden parameters for {', '.join(MODELS)}")
-    return key
+    from ._registry import model_name
+
+    return model_name(model)
 
 
 def _model_instance(key: str):
-    from ._models import CLM5, COMPAS
+    from ._registry import model
 
-    return {"clm5": CLM5, "compas": COMPAS}[key]()
+    return model(key)
 
 
 def _standardise(covariates: np.ndarray) -> np.ndarray:
