@@ -2,7 +2,11 @@
 
 Both models are pure functions of (model configuration, scaled parameters ``u``,
 :class:`~soiljax.Forcing`) for one site; batch them with ``jax.vmap`` or use
-:func:`soiljax.batched_steady_state`.  Equations: MODELS.md sections 3 and 4.
+:func:`soiljax.batched_steady_state`.  Each model evaluates what depends on
+(u, forcing) once, in :meth:`AbstractSoilModel.operators` (:class:`CLM5Operators`,
+:class:`COMPASOperators`); its steady state, tendency, fluxes and scalars follow
+from that object.  :func:`soiljax.model` finds a model by its ``name``.
+Equations: MODELS.md sections 3 and 4.
 """
 
 
@@ -118,8 +122,8 @@ class AbstractSoilModel(eqx.Module):
     reference outputs carry over; ``"closed"`` closes that interface as CTSM
     does and conserves mass exactly.
 
-    Class variables: ``name`` (how :func:`soiljax.model` and files name the
-    model), the parameter ``space``, the ``pool_names``, the ``soc_pools`` that
+    Class variables: ``name`` (how :func:`soiljax.model`, the command line and
+    learners name the model), the parameter ``space``, the ``pool_names``, the ``soc_pools`` that
     make up the observable, and the model's calibration defaults
     (``default_warmup``, ``default_max_doublings``, ``default_extend``, read by
     :func:`soiljax.calibration.calibrate` when they are not given).
