@@ -88,7 +88,7 @@ def main(argv=None):
     labels = meta["site"].values
     summary = {"n_profiles": int(len(labels)), "groups": {g: int((groups == g).sum()) for g in sorted(set(groups))}}
     for name in args.models:
-        model = {"clm5": soiljax.CLM5, "compas": soiljax.COMPAS}[name]()
+        model = soiljax.model(name)
         default_valid = np.asarray(soiljax.batched_steady_state(model, model.default_u(), forcing).valid)
         t0 = time.perf_counter()
         post = calibrate(model, forcing, obs, method=NUTS(), likelihood=LogNormal(), warmup=args.warmup,

@@ -161,7 +161,7 @@ def run_model(name: str, world, args, log) -> dict:
     from soiljax.calibration import NUTS, calibrate
     from soiljax.learning import evaluate, save_learner, split_indices, train_end_to_end, train_two_stage
 
-    model = {"clm5": soiljax.CLM5, "compas": soiljax.COMPAS}[name]()
+    model = soiljax.model(name)
     progress = not args.no_progress
     obs_all = world.observations[name]
     keep = np.flatnonzero(world.valid[name] & (np.asarray(obs_all.n_usable) > 0))

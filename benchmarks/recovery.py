@@ -132,7 +132,7 @@ def main(argv=None):
     from soiljax.calibration import HMC, NUTS, ProdaMetropolis, calibrate
     from soiljax.calibration import score_recovery
 
-    model = {"clm5": soiljax.CLM5, "compas": soiljax.COMPAS}[args.model]()
+    model = soiljax.model(args.model)
     forcing, obs, u_true, n_valid = _inputs(args, model)
     dense = args.mass_matrix == "dense"
     sampler = {

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._models import CLM5, COMPAS
+from ._models import CLM5
+from ._registry import model as soil_model
 from ._simulate import simulate_to_file
 from .io import write_forcing
 from .synthetic import ZONES, synthetic_sites
@@ -44,7 +45,8 @@ def run_demo(
     forcing, info = synthetic_sites(n_sites, seed=seed)
     write_forcing(forcing, out / "forcing.nc", sites=info)
     results: dict[str, xr.Dataset] = {}
-    for key, model in (("clm5", CLM5(bedrock=bedrock)), ("compas", COMPAS(bedrock=bedrock))):
+    for key in ("clm5", "compas"):
+        model = soil_model(key, bedrock=bedrock)
         results[key] = simulate_to_file(
             model,
             np.asarray(model.default_u()),
@@ -165,7 +167,7 @@ def learning_step(out: Path, *, n_sites: int = 60, resolution: float = 10.0, see
     summary: dict = {"n_sites": int(n_sites), "n_cells": int(world.n_cells), "models": {}}
     maps = {}
     for name in ("clm5", "compas"):
-        model = {"clm5": CLM5, "compas": COMPAS}[name]()
+        model = soil_model(name)
         keep = np.flatnonzero(world.valid[name])
         labels = world.sites["site"].values[keep]
         post = calibrate(model, world.site_forcing[keep], world.observations[name][keep],

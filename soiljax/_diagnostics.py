@@ -78,25 +78,23 @@ def _weighted_mean(values, weights):
 def _components_one(model: AbstractSoilModel, u, forcing: Forcing, steady: SteadyState) -> dict:
     dz = jnp.asarray(DZ)
     x = steady.state
-    decomposed = model.decomposition(u, forcing, x)
-    respired = model.respiration(u, forcing, x)
+    ops = model.operators(u, forcing)
+    decomposed = ops.decomposition(x)
+    respired = ops.respiration(x)
     flux_total = jnp.sum(decomposed * dz)
     cte = 1.0 - jnp.sum(respired * dz) / jnp.where(flux_total > 0, flux_total, 1.0)
     cte = jnp.where(flux_total > 0, cte, 0.0)
 
-    scalar = model.baseline_scalar(u, forcing)
+    scalar = ops.baseline_scalar()
     ok = (scalar > 0) & (x > 0)
     baseline = jnp.where(ok, decomposed / jnp.where(ok, scalar * x, 1.0), 0.0) * DAYS_PER_YEAR
     k_bulk = _weighted_mean(baseline, x * dz)
 
     soc_layer_stock = steady.soc * dz
-    xi_system = _weighted_mean(model.environmental_scalar(u, forcing), soc_layer_stock)
+    xi_system = _weighted_mean(ops.environmental, soc_layer_stock)
+    v_system = _weighted_mean(ops.linear.system.diag * DAYS_PER_YEAR, soc_layer_stock)
 
-    ops = model.linear_operators(u, forcing)
-    v_system = _weighted_mean(ops.system.diag * DAYS_PER_YEAR, soc_layer_stock)
-
-    th = model.space.as_dict(model.space.to_physical(u))
-    frac = input_fraction(th["beta"], forcing)
+    frac = input_fraction(ops.theta["beta"], forcing)
     remaining = 1.0 - jnp.cumsum(frac)
     use = remaining > 1e-12
     per_cm = jnp.exp(jnp.log(jnp.where(use, remaining, 1.0)) / (100.0 * jnp.asarray(ZISOI)))

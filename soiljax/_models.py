@@ -2,13 +2,17 @@
 
 Both models are pure functions of (model configuration, scaled parameters ``u``,
 :class:`~soiljax.Forcing`) for one site; batch them with ``jax.vmap`` or use
-:func:`soiljax.batched_steady_state`.  Equations: MODELS.md sections 3 and 4.
+:func:`soiljax.batched_steady_state`.  Each model evaluates what depends on
+(u, forcing) once, in :meth:`AbstractSoilModel.operators` (:class:`CLM5Operators`,
+:class:`COMPASOperators`); its steady state, tendency, fluxes and scalars follow
+from that object.  :func:`soiljax.model` finds a model by its ``name``.
+Equations: MODELS.md sections 3 and 4.
 """
 
 
 
 import abc
-from typing import ClassVar
+from typing import ClassVar, final
 
 import equinox as eqx
 import jax
@@ -65,21 +69,81 @@ class LinearOperators(eqx.Module):
     xi: Float[Array, "pool layer"]
 
 
+class AbstractOperators(eqx.Module):
+    """A model's operators and rates at given parameters and forcing (one site).
+
+    :meth:`AbstractSoilModel.operators` evaluates everything that depends on
+    (u, forcing) once; the steady state, the tendency, the fluxes at a state
+    and the scalars read it from here, and so does
+    :func:`soiljax.system_components`, which needs several of them together.
+    ``theta`` holds the physical parameters by name, ``linear`` the linear
+    (sub)system and ``environmental`` the environmental modifier
+    xi_T xi_W xi_D per layer (paper eq. 13).
+    """
+
+    theta: eqx.AbstractVar[dict[str, Float[Array, ""]]]
+    linear: eqx.AbstractVar[LinearOperators]
+    environmental: eqx.AbstractVar[Float[Array, " layer"]]
+
+    @abc.abstractmethod
+    def steady_state(self) -> SteadyState:
+        """Steady state of the site."""
+
+    @abc.abstractmethod
+    def tendency(self, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
+        """dX/dt (gC m-3 day-1) of the full transient model at ``state``."""
+
+    @abc.abstractmethod
+    def respiration(self, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
+        """Heterotrophic respiration per pool and layer (gC m-3 day-1) at ``state``."""
+
+    @abc.abstractmethod
+    def decomposition(self, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
+        """Carbon leaving each pool by decomposition or turnover (gC m-3 day-1) at ``state``."""
+
+    @abc.abstractmethod
+    def baseline_scalar(self) -> Float[Array, "pool layer"]:
+        """The scalar that multiplies each pool's baseline rate."""
+
+
+def _observable(state, pools):
+    """SOC per layer: the sum of ``pools`` of ``state`` (pool axis second to last)."""
+    return sum(state[..., p, :] for p in pools)
+
+
 class AbstractSoilModel(eqx.Module):
     """Interface shared by CLM5 and COMPAS.
 
-    ``bedrock`` selects the transport boundary below bedrock: ``"proda"``
-    reproduces the original code (which leaks about 1% of the input through the
-    bedrock interface when nbedrock < 20) and is the default, so that PRODA's
-    fitted parameters and reference outputs carry over; ``"closed"`` closes
-    that interface as CTSM does and conserves mass exactly.
+    The interface has no fields; each model is a final class that declares its
+    own.  Every model has a ``bedrock`` field, which selects the transport
+    boundary below bedrock: ``"proda"`` reproduces the original code (which
+    leaks about 1% of the input through the bedrock interface when
+    nbedrock < 20) and is the default, so that PRODA's fitted parameters and
+    reference outputs carry over; ``"closed"`` closes that interface as CTSM
+    does and conserves mass exactly.
+
+    Class variables: ``name`` (how :func:`soiljax.model`, the command line and
+    learners name the model), the parameter ``space``, the ``pool_names``, the ``soc_pools`` that
+    make up the observable, and the model's calibration defaults
+    (``default_warmup``, ``default_max_doublings``, ``default_extend``, read by
+    :func:`soiljax.calibration.calibrate` when they are not given).
     """
 
-    bedrock: str = "proda"
+    bedrock: eqx.AbstractVar[str]
 
+    name: eqx.AbstractClassVar[str]
     space: eqx.AbstractClassVar[ParamSpace]
     pool_names: eqx.AbstractClassVar[tuple[str, ...]]
     soc_pools: eqx.AbstractClassVar[tuple[int, ...]]
+    default_warmup: eqx.AbstractClassVar[int]
+    default_max_doublings: eqx.AbstractClassVar[int]
+    default_extend: eqx.AbstractClassVar[int]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        final = [base.__name__ for base in cls.__mro__[1:] if base.__dict__.get("__final__", False)]
+        if final:
+            raise TypeError(f"{final[0]} is final and cannot be subclassed; derive a new model from AbstractSoilModel")
 
     def __check_init__(self):
         if self.bedrock not in BEDROCK_MODES:
@@ -114,38 +178,46 @@ class AbstractSoilModel(eqx.Module):
         return transport_operator(theta["bio"], theta["cryo"], forcing, closed=self.bedrock == "closed")
 
     @abc.abstractmethod
+    def operators(self, u, forcing: Forcing) -> AbstractOperators:
+        """The operators and rates at parameters ``u`` for one site, evaluated once.
+
+        Every method below reads them from here; call it yourself to evaluate
+        several of them at the same (u, forcing) without repeating the work.
+        """
+
     def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
         """K, A, V and the input vector at parameters ``u`` for one site."""
+        return self.operators(u, forcing).linear
 
-    @abc.abstractmethod
     def steady_state(self, u, forcing: Forcing) -> SteadyState:
         """Steady state of one site."""
+        return self.operators(u, forcing).steady_state()
 
-    @abc.abstractmethod
     def tendency(self, u, forcing: Forcing, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
         """dX/dt (gC m-3 day-1) of the full transient model at ``state``."""
+        return self.operators(u, forcing).tendency(state)
 
-    @abc.abstractmethod
     def respiration(self, u, forcing: Forcing, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
         """Heterotrophic respiration per pool and layer (gC m-3 day-1) at ``state``."""
+        return self.operators(u, forcing).respiration(state)
 
-    @abc.abstractmethod
     def decomposition(self, u, forcing: Forcing, state: Float[Array, "pool layer"]) -> Float[Array, "pool layer"]:
         """Carbon leaving each pool by decomposition or turnover (gC m-3 day-1), before
         it is split between respiration and transfer to other pools."""
+        return self.operators(u, forcing).decomposition(state)
 
-    @abc.abstractmethod
     def environmental_scalar(self, u, forcing: Forcing) -> Float[Array, " layer"]:
         """xi_T xi_W xi_D per layer (the environmental modifier of paper eq. 13)."""
+        return self.operators(u, forcing).environmental
 
-    @abc.abstractmethod
     def baseline_scalar(self, u, forcing: Forcing) -> Float[Array, "pool layer"]:
         """The scalar that multiplies each pool's baseline rate (decomposition = baseline
         rate x this scalar x stock); dividing it out gives baseline rates."""
+        return self.operators(u, forcing).baseline_scalar()
 
     def observable(self, state: Float[Array, "*site pool layer"]) -> Float[Array, "*site layer"]:
         """SOC per layer that is compared with observations (gC m-3)."""
-        return sum(state[..., p, :] for p in self.soc_pools)
+        return _observable(state, self.soc_pools)
 
 
 # ---------------------------------------------------------------------------
@@ -153,8 +225,35 @@ class AbstractSoilModel(eqx.Module):
 # ---------------------------------------------------------------------------
 
 _CWD, _L1, _L2, _L3, _S1, _S2, _S3 = range(7)
+_CLM5_SOC = (_S1, _S2, _S3)
 
 
+class CLM5Operators(AbstractOperators):
+    """CLM5 at (u, forcing): the whole model is the linear system ``linear``."""
+
+    theta: dict[str, Float[Array, ""]]
+    linear: LinearOperators
+    environmental: Float[Array, " layer"]
+
+    def steady_state(self) -> SteadyState:
+        x, valid, rc = _solve_checked(self.linear.system, self.linear.inputs)
+        x = jnp.maximum(x, 0.0)  # PRODA sets negative round-off to zero
+        return SteadyState(state=x, soc=_observable(x, _CLM5_SOC), valid=valid, rcond=rc)
+
+    def tendency(self, state):
+        return self.linear.inputs - self.linear.system.matvec(state)
+
+    def respiration(self, state):
+        return _linear_respiration(self.linear.system, state)
+
+    def decomposition(self, state):
+        return self.linear.system.k * state
+
+    def baseline_scalar(self):
+        return self.linear.xi
+
+
+@final
 class CLM5(AbstractSoilModel):
     """CLM5's vertically resolved CENTURY-type model in matrix form (7 pools x 20 layers).
 
@@ -169,13 +268,32 @@ class CLM5(AbstractSoilModel):
     of ``u``.
     """
 
+    bedrock: str = "proda"
     sand_dependent_transfers: bool = False
 
+    name: ClassVar[str] = "clm5"
     space: ClassVar[ParamSpace] = CLM5_SPACE
     pool_names: ClassVar[tuple[str, ...]] = ("CWD", "L1", "L2", "L3", "S1", "S2", "S3")
-    soc_pools: ClassVar[tuple[int, ...]] = (_S1, _S2, _S3)
+    soc_pools: ClassVar[tuple[int, ...]] = _CLM5_SOC
 
-    def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
+    default_warmup: ClassVar[int] = 400
+    """Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``.
+
+    Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): CLM5 meets
+    PRODA's R-hat rule for 97-98% of 1,000 profiles with 400."""
+    default_max_doublings: ClassVar[int] = 6
+    """NUTS tree-depth cap when ``NUTS(max_num_doublings=None)``.
+
+    Measured on synthetic profiles (``benchmarks/recovery.py``,
+    benchmarks/README.md): a 63-step cap (6) meets PRODA's R-hat rule and a
+    deeper cap costs more per draw."""
+    default_extend: ClassVar[int] = 0
+    """Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS).
+
+    None: CLM5 meets PRODA's R-hat rule for 97-98% of profiles without them,
+    and another compiled program per worker would add to its time."""
+
+    def operators(self, u, forcing: Forcing) -> CLM5Operators:
         u = self._check_u(u)
         th = self.space.as_dict(self.space.to_physical(u))
         f = forcing
@@ -224,33 +342,10 @@ class CLM5(AbstractSoilModel):
             groups=((_CWD,), (_L1,), (_L2,), (_L3,), (_S1, _S2, _S3)),
         )
         inputs = jnp.concatenate([litter_input(th["beta"], forcing), jnp.zeros((3, N_LAYERS))])
-        return LinearOperators(system=system, inputs=inputs, k_base=k_base, xi=xi)
-
-    def steady_state(self, u, forcing: Forcing) -> SteadyState:
-        ops = self.linear_operators(u, forcing)
-        x, valid, rc = _solve_checked(ops.system, ops.inputs)
-        x = jnp.maximum(x, 0.0)  # PRODA sets negative round-off to zero
-        return SteadyState(state=x, soc=self.observable(x), valid=valid, rcond=rc)
-
-    def tendency(self, u, forcing, state):
-        ops = self.linear_operators(u, forcing)
-        return ops.inputs - ops.system.matvec(state)
-
-    def respiration(self, u, forcing, state):
-        ops = self.linear_operators(u, forcing)
-        return _linear_respiration(ops.system, state)
-
-    def decomposition(self, u, forcing, state):
-        ops = self.linear_operators(u, forcing)
-        return ops.system.k * state
-
-    def environmental_scalar(self, u, forcing):
-        th = self.space.as_dict(self.space.to_physical(self._check_u(u)))
+        linear = LinearOperators(system=system, inputs=inputs, k_base=k_base, xi=xi)
         xi_tw = temperature_scalar(th["q10"], forcing.tsoi) * water_scalar(th["w_scaling"], forcing.w_scalar)
-        return jnp.mean(xi_tw, axis=0) * depth_scalar(th["efolding"])
-
-    def baseline_scalar(self, u, forcing):
-        return self.linear_operators(u, forcing).xi
+        environmental = jnp.mean(xi_tw, axis=0) * xi_d
+        return CLM5Operators(theta=th, linear=linear, environmental=environmental)
 
 
 def _linear_respiration(system: _linear.PoolSystem, state):
@@ -286,6 +381,134 @@ COMPAS_EFOLDING = 0.5  # m, fixed in COMPAS
 MIN_TOTAL_TO_MIC = 10.0  # PRODA: profiles with total / MIC stock below this are rejected
 
 
+class SoilRates(eqx.Module):
+    """COMPAS's soil-pool rates per layer (day-1; half-saturation constants in gC m-3).
+
+    Each rate is the parameter's baseline rate times the environmental scalar
+    xi of the layer (the scalar of the CWD pool).
+    """
+
+    k_assim: Float[Array, " layer"]
+    k_death: Float[Array, " layer"]
+    k_enz_prod: Float[Array, " layer"]
+    k_enz_decay: Float[Array, " layer"]
+    k_decom: Float[Array, " layer"]
+    km_assim: Float[Array, " layer"]
+    km_decom: Float[Array, " layer"]
+
+    @classmethod
+    def at(cls, th, xi) -> "SoilRates":
+        """The rates for physical parameters ``th`` and environmental scalar ``xi``."""
+        per_day = lambda tau: xi * turnover_rate(tau)  # noqa: E731
+        return cls(
+            k_assim=per_day(th["tau_assim"]),
+            k_death=per_day(th["tau_mic_death"]),
+            k_enz_prod=per_day(th["tau_enz_prod"]),
+            k_enz_decay=per_day(th["tau_enz_decay"]),
+            k_decom=per_day(th["tau_decom"]),
+            km_assim=th["km_assim"] * xi,
+            km_decom=th["km_decom"] * xi,
+        )
+
+    def uptake(self, doc, mic):
+        """DOC taken up by microbes (Michaelis-Menten in DOC)."""
+        return self.k_assim * mic * doc / (self.km_assim + doc)
+
+    def depolymerisation(self, enz, soc):
+        """Mineral SOC depolymerised by enzymes (Michaelis-Menten in SOC)."""
+        return self.k_decom * enz * soc / (self.km_decom + soc)
+
+
+class COMPASOperators(AbstractOperators):
+    """COMPAS at (u, forcing): the linear litter system ``linear`` feeding the
+    nonlinear soil pools, whose rates are ``soil``."""
+
+    theta: dict[str, Float[Array, ""]]
+    linear: LinearOperators
+    environmental: Float[Array, " layer"]
+    soil: SoilRates
+
+    def soil_inputs(self, litter):
+        """Carbon entering DOC, MIC and SOC from the decomposition of the ``litter`` pools."""
+        th = self.theta
+        litter_flux = self.linear.system.k * litter
+        f1, f2, f3 = litter_flux[1], litter_flux[2], litter_flux[3]
+        in_doc = th["p_l1_doc"] * f1 + th["p_l2_doc"] * f2
+        in_soc = th["p_l3_soc"] * f3
+        in_mic = (
+            (1.0 - th["p_l1_doc"]) * th["cue_l1"] * f1
+            + (1.0 - th["p_l2_doc"]) * th["cue_l2_l3"] * f2
+            + (1.0 - th["p_l3_soc"]) * th["cue_l2_l3"] * f3
+        )
+        return in_doc, in_mic, in_soc
+
+    def steady_state(self) -> SteadyState:
+        th, r = self.theta, self.soil
+        litter, litter_ok, rc = _solve_checked(self.linear.system, self.linear.inputs)
+        litter = jnp.maximum(litter, 0.0)
+        in_doc, in_mic, in_soc = self.soil_inputs(litter)
+        c, p = th["cue_doc"], th["p_death_soc"]
+        kk = r.k_death + r.k_enz_prod
+        mic, ok1 = _safe_div(in_mic + c * (in_soc + in_doc), (1.0 - c) * kk)
+        enz, ok2 = _safe_div(r.k_enz_prod * mic, r.k_enz_decay)
+        soc, ok3 = _safe_div(
+            (in_soc + p * r.k_death * mic) * r.km_decom,
+            r.k_decom * enz - p * r.k_death * mic - in_soc,
+        )
+        doc, ok4 = _safe_div((kk * mic - in_mic) * r.km_assim, (c * r.k_assim - kk) * mic + in_mic)
+        finite = jnp.all(ok1 & ok2 & ok3 & ok4)
+        state = jnp.concatenate([litter, jnp.stack([doc, mic, enz, soc])])
+        total = doc + mic + enz + soc
+        dz = jnp.asarray(DZ)
+        total_stock = jnp.sum(total * dz)
+        mic_stock = jnp.sum(mic * dz)
+        non_negative = jnp.all(state >= 0)
+        ratio_ok = total_stock >= MIN_TOTAL_TO_MIC * mic_stock
+        valid = litter_ok & finite & non_negative & ratio_ok
+        return SteadyState(state=state, soc=total, valid=valid, rcond=rc)
+
+    def tendency(self, state):
+        th, r = self.theta, self.soil
+        litter = state[:4]
+        d_litter = self.linear.inputs - self.linear.system.matvec(litter)
+        in_doc, in_mic, in_soc = self.soil_inputs(litter)
+        doc, mic, enz, soc = state[_DOC], state[_MIC], state[_ENZ], state[_SOC]
+        uptake = r.uptake(doc, mic)
+        decom = r.depolymerisation(enz, soc)
+        c, p = th["cue_doc"], th["p_death_soc"]
+        death = r.k_death * mic
+        d_mic = in_mic + c * uptake - (r.k_death + r.k_enz_prod) * mic
+        d_enz = r.k_enz_prod * mic - r.k_enz_decay * enz
+        d_soc = in_soc + p * death - decom
+        d_doc = in_doc + (1.0 - p) * death + r.k_enz_decay * enz + decom - uptake
+        return jnp.concatenate([d_litter, jnp.stack([d_doc, d_mic, d_enz, d_soc])])
+
+    def respiration(self, state):
+        th = self.theta
+        flux = self.linear.system.k * state[:4]
+        f1, f2, f3 = flux[1], flux[2], flux[3]
+        # litter decomposed by microbes loses (1 - CUE)
+        resp_l1 = (1.0 - th["p_l1_doc"]) * (1.0 - th["cue_l1"]) * f1
+        resp_l2 = (1.0 - th["p_l2_doc"]) * (1.0 - th["cue_l2_l3"]) * f2
+        resp_l3 = (1.0 - th["p_l3_soc"]) * (1.0 - th["cue_l2_l3"]) * f3
+        resp_doc = (1.0 - th["cue_doc"]) * self.soil.uptake(state[_DOC], state[_MIC])
+        zero = jnp.zeros(N_LAYERS)
+        return jnp.stack([zero, resp_l1, resp_l2, resp_l3, resp_doc, zero, zero, zero])
+
+    def decomposition(self, state):
+        r = self.soil
+        doc, mic, enz, soc = state[_DOC], state[_MIC], state[_ENZ], state[_SOC]
+        mic_turnover = (r.k_death + r.k_enz_prod) * mic
+        enz_turnover = r.k_enz_decay * enz
+        soil = jnp.stack([r.uptake(doc, mic), mic_turnover, enz_turnover, r.depolymerisation(enz, soc)])
+        return jnp.concatenate([self.linear.system.k * state[:4], soil])
+
+    def baseline_scalar(self):
+        xi = self.linear.xi
+        return jnp.concatenate([xi, jnp.broadcast_to(xi[0], (4, N_LAYERS))])
+
+
+@final
 class COMPAS(AbstractSoilModel):
     """COMPAS: litter as in CLM5 (4 pools, linear, L1-L3 transported) feeding
     four immobile soil pools per layer (DOC, MIC, ENZ, mineral SOC) with
@@ -302,11 +525,37 @@ class COMPAS(AbstractSoilModel):
     turnover time is driven by the u of ``km_assim`` instead of its own.
     """
 
+    bedrock: str = "proda"
     proda_enzyme_quirk: bool = False
 
+    name: ClassVar[str] = "compas"
     space: ClassVar[ParamSpace] = COMPAS_SPACE
     pool_names: ClassVar[tuple[str, ...]] = ("CWD", "L1", "L2", "L3", "DOC", "MIC", "ENZ", "SOC")
     soc_pools: ClassVar[tuple[int, ...]] = (_DOC, _MIC, _ENZ, _SOC)
+
+    default_warmup: ClassVar[int] = 800
+    """Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``.
+
+    Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): PRODA's
+    R-hat rule went from 87% to 93% of 30 profiles when the warmup went from
+    400 to 800, and held for 91% of 90 profiles with 800 (COMPAS's stiff
+    posteriors need longer to adapt the step size and the mass matrix)."""
+    default_max_doublings: ClassVar[int] = 10
+    """NUTS tree-depth cap when ``NUTS(max_num_doublings=None)``.
+
+    Measured on synthetic profiles (``benchmarks/recovery.py``,
+    benchmarks/README.md): COMPAS's posteriors are stiff ridges
+    (preconditioned curvature up to ~10^4: adapted step sizes ~0.01), so 63
+    steps barely move a chain: a 1023-step cap (10) gives ~20x the effective
+    samples for ~6x the gradient evaluations, and the R-hat rule goes from 29%
+    to 87% of profiles."""
+    default_extend: ClassVar[int] = 3
+    """Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS).
+
+    Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): COMPAS
+    profiles that fail PRODA's R-hat rule after 500 draws mostly mix slowly
+    rather than sit in separate modes, and longer chains pass (the rule went
+    from 90% to 97% of 60 profiles, for 41% more wall time)."""
 
     def _theta(self, u):
         u = self._check_u(u)
@@ -314,18 +563,15 @@ class COMPAS(AbstractSoilModel):
             u = u.at[self.space.index("tau_enz_decay")].set(u[self.space.index("km_assim")])
         return self.space.as_dict(self.space.to_physical(u))
 
-    def _xi(self, th, forcing):
+    def operators(self, u, forcing: Forcing) -> COMPASOperators:
+        th = self._theta(u)
         xi_t = jnp.mean(temperature_scalar(th["q10"], forcing.tsoi), axis=0)
         xi_w = jnp.mean(water_scalar(th["w_scaling"], forcing.w_scalar), axis=0)
         xi_o = jnp.mean(forcing.o_scalar, axis=0)
-        xi = xi_t * xi_w * xi_o * jnp.exp(-jnp.asarray(ZSOI) / COMPAS_EFOLDING)
+        xi_d = jnp.exp(-jnp.asarray(ZSOI) / COMPAS_EFOLDING)
+        xi = xi_t * xi_w * xi_o * xi_d
         xi_n = jnp.mean(forcing.fpi_vr, axis=0)
-        return xi, xi_n
-
-    def linear_operators(self, u, forcing: Forcing) -> LinearOperators:
-        """The litter sub-system (CWD, L1, L2, L3)."""
-        th = self._theta(u)
-        xi, xi_n = self._xi(th, forcing)
+        # the litter sub-system (CWD, L1, L2, L3)
         k_base = turnover_rate(jnp.stack([th["tau_cwd"], th["tau_l1"], th["tau_l2_l3"], th["tau_l2_l3"]]))
         xi_p = jnp.stack([xi, xi * xi_n, xi * xi_n, xi * xi_n])
         ones = jnp.ones(N_LAYERS)
@@ -339,115 +585,10 @@ class COMPAS(AbstractSoilModel):
             transported=(False, True, True, True),
             groups=((_CWD,), (_L1,), (_L2,), (_L3,)),
         )
-        return LinearOperators(system=system, inputs=litter_input(th["beta"], forcing), k_base=k_base, xi=xi_p)
-
-    def _soil_rates(self, th, xi):
-        per_day = lambda tau: xi * turnover_rate(tau)  # noqa: E731
-        return dict(
-            k_assim=per_day(th["tau_assim"]),
-            k_death=per_day(th["tau_mic_death"]),
-            k_enz_prod=per_day(th["tau_enz_prod"]),
-            k_enz_decay=per_day(th["tau_enz_decay"]),
-            k_decom=per_day(th["tau_decom"]),
-            km_assim=th["km_assim"] * xi,
-            km_decom=th["km_decom"] * xi,
+        linear = LinearOperators(system=system, inputs=litter_input(th["beta"], forcing), k_base=k_base, xi=xi_p)
+        return COMPASOperators(
+            theta=th, linear=linear, environmental=xi_t * xi_w * xi_d, soil=SoilRates.at(th, xi_p[0])
         )
-
-    @staticmethod
-    def _soil_inputs(th, litter_flux):
-        f1, f2, f3 = litter_flux[1], litter_flux[2], litter_flux[3]
-        in_doc = th["p_l1_doc"] * f1 + th["p_l2_doc"] * f2
-        in_soc = th["p_l3_soc"] * f3
-        in_mic = (
-            (1.0 - th["p_l1_doc"]) * th["cue_l1"] * f1
-            + (1.0 - th["p_l2_doc"]) * th["cue_l2_l3"] * f2
-            + (1.0 - th["p_l3_soc"]) * th["cue_l2_l3"] * f3
-        )
-        return in_doc, in_mic, in_soc
-
-    def steady_state(self, u, forcing: Forcing) -> SteadyState:
-        th = self._theta(u)
-        ops = self.linear_operators(u, forcing)
-        litter, litter_ok, rc = _solve_checked(ops.system, ops.inputs)
-        litter = jnp.maximum(litter, 0.0)
-        in_doc, in_mic, in_soc = self._soil_inputs(th, ops.system.k * litter)
-        r = self._soil_rates(th, ops.xi[0])
-        c, p = th["cue_doc"], th["p_death_soc"]
-        kk = r["k_death"] + r["k_enz_prod"]
-        mic, ok1 = _safe_div(in_mic + c * (in_soc + in_doc), (1.0 - c) * kk)
-        enz, ok2 = _safe_div(r["k_enz_prod"] * mic, r["k_enz_decay"])
-        soc, ok3 = _safe_div(
-            (in_soc + p * r["k_death"] * mic) * r["km_decom"],
-            r["k_decom"] * enz - p * r["k_death"] * mic - in_soc,
-        )
-        doc, ok4 = _safe_div((kk * mic - in_mic) * r["km_assim"], (c * r["k_assim"] - kk) * mic + in_mic)
-        finite = jnp.all(ok1 & ok2 & ok3 & ok4)
-        state = jnp.concatenate([litter, jnp.stack([doc, mic, enz, soc])])
-        total = doc + mic + enz + soc
-        dz = jnp.asarray(DZ)
-        total_stock = jnp.sum(total * dz)
-        mic_stock = jnp.sum(mic * dz)
-        non_negative = jnp.all(state >= 0)
-        ratio_ok = total_stock >= MIN_TOTAL_TO_MIC * mic_stock
-        valid = litter_ok & finite & non_negative & ratio_ok
-        return SteadyState(state=state, soc=total, valid=valid, rcond=rc)
-
-    def tendency(self, u, forcing, state):
-        th = self._theta(u)
-        ops = self.linear_operators(u, forcing)
-        litter = state[:4]
-        d_litter = ops.inputs - ops.system.matvec(litter)
-        in_doc, in_mic, in_soc = self._soil_inputs(th, ops.system.k * litter)
-        r = self._soil_rates(th, ops.xi[0])
-        doc, mic, enz, soc = state[_DOC], state[_MIC], state[_ENZ], state[_SOC]
-        uptake = r["k_assim"] * mic * doc / (r["km_assim"] + doc)
-        decom = r["k_decom"] * enz * soc / (r["km_decom"] + soc)
-        c, p = th["cue_doc"], th["p_death_soc"]
-        death = r["k_death"] * mic
-        d_mic = in_mic + c * uptake - (r["k_death"] + r["k_enz_prod"]) * mic
-        d_enz = r["k_enz_prod"] * mic - r["k_enz_decay"] * enz
-        d_soc = in_soc + p * death - decom
-        d_doc = in_doc + (1.0 - p) * death + r["k_enz_decay"] * enz + decom - uptake
-        return jnp.concatenate([d_litter, jnp.stack([d_doc, d_mic, d_enz, d_soc])])
-
-    def respiration(self, u, forcing, state):
-        th = self._theta(u)
-        ops = self.linear_operators(u, forcing)
-        litter = state[:4]
-        flux = ops.system.k * litter
-        r = self._soil_rates(th, ops.xi[0])
-        f1, f2, f3 = flux[1], flux[2], flux[3]
-        # litter decomposed by microbes loses (1 - CUE)
-        resp_l1 = (1.0 - th["p_l1_doc"]) * (1.0 - th["cue_l1"]) * f1
-        resp_l2 = (1.0 - th["p_l2_doc"]) * (1.0 - th["cue_l2_l3"]) * f2
-        resp_l3 = (1.0 - th["p_l3_soc"]) * (1.0 - th["cue_l2_l3"]) * f3
-        doc, mic = state[_DOC], state[_MIC]
-        uptake = r["k_assim"] * mic * doc / (r["km_assim"] + doc)
-        resp_doc = (1.0 - th["cue_doc"]) * uptake
-        zero = jnp.zeros(N_LAYERS)
-        return jnp.stack([zero, resp_l1, resp_l2, resp_l3, resp_doc, zero, zero, zero])
-
-    def decomposition(self, u, forcing, state):
-        th = self._theta(u)
-        ops = self.linear_operators(u, forcing)
-        r = self._soil_rates(th, ops.xi[0])
-        doc, mic, enz, soc = state[_DOC], state[_MIC], state[_ENZ], state[_SOC]
-        uptake = r["k_assim"] * mic * doc / (r["km_assim"] + doc)
-        decom = r["k_decom"] * enz * soc / (r["km_decom"] + soc)
-        mic_turnover = (r["k_death"] + r["k_enz_prod"]) * mic
-        enz_turnover = r["k_enz_decay"] * enz
-        soil = jnp.stack([uptake, mic_turnover, enz_turnover, decom])
-        return jnp.concatenate([ops.system.k * state[:4], soil])
-
-    def environmental_scalar(self, u, forcing):
-        th = self._theta(u)
-        xi_t = jnp.mean(temperature_scalar(th["q10"], forcing.tsoi), axis=0)
-        xi_w = jnp.mean(water_scalar(th["w_scaling"], forcing.w_scalar), axis=0)
-        return xi_t * xi_w * jnp.exp(-jnp.asarray(ZSOI) / COMPAS_EFOLDING)
-
-    def baseline_scalar(self, u, forcing):
-        ops = self.linear_operators(u, forcing)
-        return jnp.concatenate([ops.xi, jnp.broadcast_to(ops.xi[0], (4, N_LAYERS))])
 
 
 @jax.custom_jvp
@@ -484,4 +625,15 @@ def _safe_div(num, den):
     return jnp.where(ok, q, 0.0), ok
 
 
-__all__ = ["AbstractSoilModel", "CLM5", "COMPAS", "SteadyState", "LinearOperators", "BEDROCK_MODES"]
+__all__ = [
+    "AbstractOperators",
+    "AbstractSoilModel",
+    "BEDROCK_MODES",
+    "CLM5",
+    "CLM5Operators",
+    "COMPAS",
+    "COMPASOperators",
+    "LinearOperators",
+    "SoilRates",
+    "SteadyState",
+]

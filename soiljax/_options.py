@@ -5,6 +5,9 @@ the modules that implement these choices and defaults import the names from
 here, so that the command line and the library share one set of defaults.
 """
 
+MODELS: tuple[str, ...] = ("clm5", "compas")
+"""Names of the models (:func:`soiljax.model`), each the ``name`` of its class."""
+
 ZONES: tuple[str, ...] = ("tropical", "temperate", "arid", "boreal", "shallow_bedrock")
 """Names of the synthetic climate zones (:mod:`soiljax.synthetic`), in the order of the ``zone_id`` codes."""
 

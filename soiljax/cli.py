@@ -40,6 +40,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._options import MODELS
+
 EXIT_USER_ERROR = 2
 
 
@@ -115,12 +117,6 @@ def _dask_client(args):
         yield client
 
 
-def _models():
-    from ._models import CLM5, COMPAS
-
-    return {"clm5": CLM5, "compas": COMPAS}
-
-
 # ---------------------------------------------------------------------------
 # simulate
 # ---------------------------------------------------------------------------
@@ -136,7 +132,7 @@ def _add_simulate(sub) -> None:
             "default parameters are used; a parameter file with one site applies to all sites."
         ),
     )
-    p.add_argument("--model", required=True, choices=["clm5", "compas"], help="model to run")
+    p.add_argument("--model", required=True, choices=MODELS, help="model to run")
     p.add_argument("--forcing", required=True, metavar="F.nc", help="forcing file (site, month, layer)")
     p.add_argument("--params", metavar="P.nc", help="parameter file: u (site, param) with parameter names")
     p.add_argument("--bedrock", choices=["proda", "closed"], default="proda",
@@ -166,10 +162,11 @@ def _check_simulate(args) -> None:
 def _run_simulate(args) -> int:
     _check_simulate(args)
     from . import io
+    from ._registry import model as soil_model
     from ._simulate import simulate_to_file
     from ._sites import SitePairingError, pair_sites
 
-    model = _models()[args.model](bedrock=args.bedrock)
+    model = soil_model(args.model, bedrock=args.bedrock)
     forcing, sites = io.read_forcing(args.forcing, **_plausibility(args))
     n = forcing.batch_shape[0]
     if args.params:
@@ -268,7 +265,7 @@ def _add_calibrate(sub) -> None:
             "rerunning the same command resumes."
         ),
     )
-    p.add_argument("--model", required=True, choices=["clm5", "compas"], help="model to calibrate")
+    p.add_argument("--model", required=True, choices=MODELS, help="model to calibrate")
     p.add_argument("--forcing", required=True, metavar="F.nc", help="forcing file (site, month, layer)")
     p.add_argument("--obs", required=True, metavar="OBS.nc", help="observation file: depth (m), soc (gC m-3) on (site, obs)")
     p.add_argument("--out", required=True, metavar="POST.nc", help="posterior file to write")
@@ -371,9 +368,10 @@ def _run_calibrate(args) -> int:
     from . import calibration as cal
     from . import io
     from ._parts import PartsMismatchError
+    from ._registry import model as soil_model
     from ._sites import SitePairingError, pair_sites
 
-    model = _models()[args.model](bedrock=args.bedrock)
+    model = soil_model(args.model, bedrock=args.bedrock)
     forcing, sites = io.read_forcing(args.forcing, **_plausibility(args))
     obs, obs_sites = io.read_observations(args.obs, **_plausibility(args))
     n_f, n_o = forcing.batch_shape[0], obs.batch_shape[0]
@@ -439,7 +437,7 @@ def _add_world(sub) -> None:
     p.add_argument("--n-sites", type=int, default=1000, help="profile sites (default 1000)")
     p.add_argument("--resolution", type=float, default=5.0, help="grid spacing in degrees, dividing 180 (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--models", nargs="+", choices=["clm5", "compas"], default=["clm5", "compas"],
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                    help="models whose hidden parameters and observations to generate (default both)")
     p.add_argument("--noise", type=float, default=0.1, help="multiplicative observation error (default 0.1)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the world to")
@@ -474,7 +472,7 @@ def _add_learn(sub) -> None:
         "steady state against the observed profiles directly. Sites are matched by their labels. "
         "With --world DIR the covariates, forcing and observations come from a soiljax world folder.",
     )
-    p.add_argument("--model", required=True, choices=["clm5", "compas"], help="model whose parameters to learn")
+    p.add_argument("--model", required=True, choices=MODELS, help="model whose parameters to learn")
     p.add_argument("--approach", choices=["two-stage", "end-to-end"], default="two-stage",
                    help="two-stage (PRODA, needs --posterior) or end-to-end (needs forcing and observations)")
     p.add_argument("--world", metavar="DIR", help="world folder (soiljax world): sites.nc, site_forcing.nc, obs_<model>.nc")
@@ -582,6 +580,7 @@ def _run_learn(args) -> int:
     from . import io
     from . import learning as L
     from .io.posteriors import read_posterior
+    from ._registry import model as soil_model
 
     if args.world:
         folder = Path(args.world)
@@ -593,7 +592,7 @@ def _run_learn(args) -> int:
     x, names, sites = io.read_covariates(cov_path)
     post = read_posterior(args.posterior) if args.posterior else None
     post_source = f"posterior file {args.posterior!r}"
-    model = _models()[args.model](bedrock=args.bedrock or "proda")  # two-stage: only its parameter names
+    model = soil_model(args.model, bedrock=args.bedrock or "proda")  # two-stage: only its parameter names
     progress = _progress(args)
     meta = {"covariate_file": str(cov_path), "approach": args.approach}
     net = dict(covariate_names=names, hidden=tuple(args.hidden), dropout=args.dropout, epochs=args.epochs,

@@ -1,5 +1,9 @@
 """Properties of the CLM5 and COMPAS implementations beyond the reference outputs."""
 
+import dataclasses
+import subprocess
+import sys
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -251,3 +255,85 @@ def test_transport_basis_equals_monthly_formulas(reference, ref_forcing, closed)
         direct = transport_operator_direct(th["bio"], th["cryo"], ref_forcing.site(s), closed=closed)
         for x, y in zip(fast, direct):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=0)
+
+
+# ---------------------------------------------------------------------------
+# the model registry, per-model defaults and the operators shared by all methods
+# ---------------------------------------------------------------------------
+
+
+def test_registry_turns_names_into_models():
+    from soiljax._registry import model_class, model_name
+    from soiljax.learning._learner import model_name_of
+
+    assert soiljax.MODELS == ("clm5", "compas")
+    assert (soiljax.CLM5.name, soiljax.COMPAS.name) == soiljax.MODELS
+    m = soiljax.model("CLM5")
+    assert type(m) is soiljax.CLM5 and m.bedrock == "proda"
+    c = soiljax.model("compas", bedrock="closed", proda_enzyme_quirk=True)
+    assert type(c) is soiljax.COMPAS and c.bedrock == "closed" and c.proda_enzyme_quirk
+    assert soiljax.model(c) is c  # an instance passes through
+    assert soiljax.model(soiljax.CLM5, bedrock="closed") == soiljax.CLM5(bedrock="closed")
+    for given in ("Compas", soiljax.COMPAS, c):
+        assert model_name(given) == "compas" and model_class(given) is soiljax.COMPAS
+    assert model_name_of(soiljax.CLM5()) == "clm5"
+    with pytest.raises(ValueError, match="unknown model 'century'; the models are clm5, compas"):
+        soiljax.model("century")
+    with pytest.raises(ValueError, match="unknown model"):
+        model_name(object())
+    with pytest.raises(TypeError, match="not to the instance"):
+        soiljax.model(c, bedrock="proda")
+
+
+def test_model_names_are_importable_without_jax():
+    script = "import sys\nfrom soiljax._options import MODELS\nimport soiljax\nprint(MODELS == soiljax.MODELS, 'jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_calibration_defaults_belong_to_the_model_class():
+    from soiljax import calibration as cal
+
+    assert (soiljax.CLM5.default_warmup, soiljax.CLM5.default_max_doublings, soiljax.CLM5.default_extend) == (400, 6, 0)
+    assert (soiljax.COMPAS.default_warmup, soiljax.COMPAS.default_max_doublings, soiljax.COMPAS.default_extend) == (
+        800, 10, 3)
+    assert cal.DEFAULT_WARMUP == {"CLM5": 400, "COMPAS": 800}
+    assert cal.DEFAULT_DOUBLINGS == {"CLM5": 6, "COMPAS": 10}
+    assert cal.DEFAULT_EXTEND == {"CLM5": 0, "COMPAS": 3}
+    with pytest.raises(TypeError):
+        cal.DEFAULT_WARMUP["CLM5"] = 1  # read-only: change the class variable instead
+    assert cal.NUTS().for_model(soiljax.COMPAS()).max_num_doublings == 10
+    assert cal.NUTS(max_num_doublings=4).for_model(soiljax.COMPAS()).max_num_doublings == 4
+
+
+def test_models_are_final_and_the_interface_has_no_fields():
+    assert dataclasses.fields(soiljax.AbstractSoilModel) == ()
+    for cls in (soiljax.CLM5, soiljax.COMPAS):
+        assert [f.name for f in dataclasses.fields(cls)][0] == "bedrock"
+        with pytest.raises(TypeError, match=f"{cls.__name__} is final"):
+
+            class Sub(cls):
+                pass
+    with pytest.raises(ValueError, match="bedrock must be one of"):
+        soiljax.CLM5(bedrock="open")
+
+
+def test_methods_read_one_operators_object(case):
+    model, u, f = case
+    ops = model.operators(u, f)
+    ss = model.steady_state(u, f)
+    x = ss.state
+    np.testing.assert_array_equal(ops.steady_state().state, x)
+    np.testing.assert_array_equal(ops.decomposition(x), model.decomposition(u, f, x))
+    np.testing.assert_array_equal(ops.respiration(x), model.respiration(u, f, x))
+    np.testing.assert_array_equal(ops.tendency(x), model.tendency(u, f, x))
+    np.testing.assert_array_equal(ops.environmental, model.environmental_scalar(u, f))
+    np.testing.assert_array_equal(ops.baseline_scalar(), model.baseline_scalar(u, f))
+    np.testing.assert_array_equal(ops.linear.system.k, model.linear_operators(u, f).system.k)
+    if isinstance(model, soiljax.COMPAS):
+        # one uptake: DOC leaves by uptake, of which (1 - CUE) is respired
+        doc, mic = x[4], x[5]
+        np.testing.assert_array_equal(model.decomposition(u, f, x)[4], ops.soil.uptake(doc, mic))
+        np.testing.assert_allclose(model.respiration(u, f, x)[4],
+                                   (1.0 - ops.theta["cue_doc"]) * ops.soil.uptake(doc, mic), rtol=1e-15)

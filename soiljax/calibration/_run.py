@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import equinox as eqx
@@ -27,6 +28,7 @@ from .._models import AbstractSoilModel
 from .._engine import fingerprint as run_fingerprint
 from .._engine import pad_indices, padded_index, plan, run_batches
 from .._options import MIN_SAMPLES
+from .._registry import model_classes
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
 from ._summary import RHAT_THRESHOLD, rhat_and_ess, summarize
@@ -35,27 +37,17 @@ METHODS = ("hmc", "nuts", "proda")
 """Names accepted by ``calibrate(method=...)``."""
 
 DEFAULT_CHUNK = 50
-DEFAULT_WARMUP = {"CLM5": 400, "COMPAS": 800}
-"""Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``.
-
-Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): CLM5 meets
-PRODA's R-hat rule for 97-98% of 1,000 profiles with 400; for COMPAS the rule
-went from 87% to 93% of 30 profiles when its warmup went from 400 to 800, and
-held for 91% of 90 profiles with 800 (its stiff posteriors need longer to
-adapt the step size and the mass matrix).
-"""
-DEFAULT_EXTEND = {"CLM5": 0, "COMPAS": 3}
-"""Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS).
+DEFAULT_WARMUP = MappingProxyType({cls.__name__: cls.default_warmup for cls in model_classes()})
+"""Warmup (adaptation) iterations per chain when ``calibrate(warmup=None)``, by
+model class name (read-only; each model class owns its ``default_warmup``,
+where the measurements behind it are noted)."""
+DEFAULT_EXTEND = MappingProxyType({cls.__name__: cls.default_extend for cls in model_classes()})
+"""Extension rounds per chain when ``calibrate(extend=None)`` (HMC/NUTS), by
+model class name (read-only; each model class owns its ``default_extend``).
 
 After sampling, a profile whose mean R-hat is not below 1.05 continues its
 chains for another ``samples`` iterations, up to this many times, and its
 draws are thinned back to ``samples`` per chain (see :func:`sample_gradient`).
-Measured with ``benchmarks/recovery.py`` (benchmarks/README.md): COMPAS
-profiles that fail the R-hat rule after 500 draws mostly mix slowly rather
-than sit in separate modes, and longer chains pass (the rule went from 90% to
-97% of 60 profiles, for 41% more wall time); CLM5 meets the rule for 97-98%
-of profiles without it, and another compiled program per worker would add to
-its time.
 """
 RESCUE_GAP = 10.0
 """Log-density units by which a chain may trail its site's best chain at a rescue point."""
@@ -624,13 +616,13 @@ def calibrate(
     :mod:`soiljax.calibration`.  ``likelihood`` defaults to PRODA's cost for
     ``"proda"`` and to :class:`LogNormal` (10% multiplicative error, or the
     observations' ``soc_sd``) otherwise.  ``warmup`` (adaptation iterations
-    per chain) defaults to the model's entry in :data:`DEFAULT_WARMUP`.
+    per chain) defaults to the model's ``default_warmup`` (:data:`DEFAULT_WARMUP`).
     ``extend`` (HMC/NUTS) lets a profile whose mean R-hat is still >= 1.05
     after ``samples`` iterations continue its chains for up to that many more
     rounds of ``samples`` iterations; its draws are then its whole chains
     thinned to ``samples`` per chain (the dataset's ``thinning``, see
-    :func:`sample_gradient`).  It defaults to the model's entry in
-    :data:`DEFAULT_EXTEND`; ``extend=0`` turns it off.
+    :func:`sample_gradient`).  It defaults to the model's ``default_extend``
+    (:data:`DEFAULT_EXTEND`); ``extend=0`` turns it off.
 
     ``batch_size`` profiles at most are sampled together (each with ``chains``
     chains; the sites are spread evenly over ``ceil(n / batch_size)``
@@ -653,11 +645,11 @@ def calibrate(
         sampler = sampler.for_model(model)
     likelihood = default_likelihood(model, sampler) if likelihood is None else likelihood
     if warmup is None:
-        warmup = DEFAULT_WARMUP.get(type(model).__name__, 400)
+        warmup = type(model).default_warmup
     _check_inputs(model, forcing, obs, chains, warmup, samples)
     proda = isinstance(sampler, ProdaMetropolis)
     if extend is None:
-        extend = 0 if proda else DEFAULT_EXTEND.get(type(model).__name__, 0)
+        extend = 0 if proda else type(model).default_extend
     if int(extend) != extend or extend < 0:
         raise ValueError(f"extend={extend!r} must be a whole number >= 0 (extension rounds; 0 turns them off)")
     if proda and extend:

@@ -30,6 +30,8 @@ Metropolis with PRODA's annealed acceptance rule ``exp(-dJ ln(i + 2)) > U``.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -40,6 +42,7 @@ from blackjax.mcmc import hmc as _bj_hmc
 from blackjax.mcmc import nuts as _bj_nuts
 from jaxtyping import Array, Bool, Float, Int
 
+from .._registry import model_classes
 
 MIN_STEP_SIZE = 1e-4
 """Floor of the adapted step size (in units of the mass matrix's scale)."""
@@ -200,16 +203,10 @@ class HMC(_Gradient):
         return new, info.acceptance_rate, info.is_divergent, jnp.asarray(self.num_integration_steps)
 
 
-DEFAULT_DOUBLINGS = {"CLM5": 6, "COMPAS": 10}
-"""NUTS tree-depth cap per model when ``NUTS(max_num_doublings=None)``.
-
-Measured on synthetic profiles (``benchmarks/recovery.py``, benchmarks/README.md):
-for CLM5 a 63-step cap (6) meets PRODA's R-hat rule and a deeper cap costs
-more per draw.  COMPAS's posteriors are stiff ridges (preconditioned curvature
-up to ~10^4: adapted step sizes ~0.01), so 63 steps barely move a chain: a
-1023-step cap (10) gives ~20x the effective samples for ~6x the gradient
-evaluations, and the R-hat rule goes from 29% to 87% of profiles.
-"""
+DEFAULT_DOUBLINGS = MappingProxyType({cls.__name__: cls.default_max_doublings for cls in model_classes()})
+"""NUTS tree-depth cap per model when ``NUTS(max_num_doublings=None)``, by model
+class name (read-only; each model class owns its ``default_max_doublings``,
+where the measurements behind it are noted)."""
 
 
 class NUTS(_Gradient):
@@ -217,7 +214,7 @@ class NUTS(_Gradient):
 
     Vmapped NUTS advances in lock-step: each iteration costs the longest
     trajectory among all chains of the batch.  ``max_num_doublings=None``
-    takes the model's default from :data:`DEFAULT_DOUBLINGS` when
+    takes the model's ``default_max_doublings`` (:data:`DEFAULT_DOUBLINGS`) when
     :func:`~soiljax.calibration.calibrate` runs it (:meth:`for_model`), and
     6 when the sampler is used on its own.
     """
@@ -242,7 +239,7 @@ class NUTS(_Gradient):
         """This sampler with ``max_num_doublings`` set (the model's default where it is ``None``)."""
         if self.max_num_doublings is not None:
             return self
-        depth = DEFAULT_DOUBLINGS.get(type(model).__name__, 6)
+        depth = type(model).default_max_doublings
         return eqx.tree_at(lambda s: s.max_num_doublings, self, depth, is_leaf=lambda x: x is None)
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._params import CLM5_SPACE, COMPAS_SPACE, ParamSpace
+from .._params import ParamSpace
+from .._registry import model_class
 from .._sites import plain as _plain
 from ._layout import check_sites, labels_of, site_labels
 from ._netcdf import FileFormatError, attr_value, open_dataset, provenance, write_dataset
@@ -30,11 +31,7 @@ def _space_of(model_or_space) -> ParamSpace:
     if isinstance(model_or_space, ParamSpace):
         return model_or_space
     if isinstance(model_or_space, str):
-        key = model_or_space.lower()
-        spaces = {"clm5": CLM5_SPACE, "compas": COMPAS_SPACE}
-        if key not in spaces:
-            raise ValueError(f"unknown model {model_or_space!r}; use 'clm5' or 'compas'")
-        return spaces[key]
+        return model_class(model_or_space).space
     space = getattr(model_or_space, "space", None)
     if isinstance(space, ParamSpace):
         return space

@@ -11,32 +11,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._options import MODELS
+from .._registry import model as _model
+from .._registry import model_class as _model_class
+from .._registry import model_name as _model_name
 from ._network import PRODA_DROPOUT, PRODA_HIDDEN, U_EPS, ParamNet, make_ensemble, member, n_members
 from ._scaling import MinMaxScaler
 
-MODEL_NAMES = ("clm5", "compas")
-"""Values of :attr:`Learner.model_name`."""
+MODEL_NAMES = MODELS
+"""Values of :attr:`Learner.model_name` (the model names, :data:`soiljax.MODELS`)."""
 
 PREDICT_CHUNK = 65536
 """Rows per call when :meth:`Learner.predict_u` predicts concrete (host) arrays."""
 
 
 def model_name_of(model) -> str:
-    """``"clm5"`` or ``"compas"`` for a model instance, class or name."""
-    if isinstance(model, str):
-        name = model.lower()
-    else:
-        cls = model if isinstance(model, type) else type(model)
-        name = cls.__name__.lower()
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model!r}; the learners know {', '.join(MODEL_NAMES)}")
-    return name
+    """``"clm5"`` or ``"compas"`` for a model instance, class or name (:func:`soiljax._registry.model_name`)."""
+    return _model_name(model)
 
 
 def model_space(model_name: str):
-    from .._params import CLM5_SPACE, COMPAS_SPACE
-
-    return {"clm5": CLM5_SPACE, "compas": COMPAS_SPACE}[model_name_of(model_name)]
+    """The parameter space of a model given by name, class or instance."""
+    return _model_class(model_name).space
 
 
 def _json_default(o):
@@ -172,10 +168,8 @@ class Learner(eqx.Module):
 
     def make_model(self):
         """A model instance of the learner's kind (options such as ``bedrock`` from the metadata)."""
-        from .._models import CLM5, COMPAS
-
         options = self.metadata.get("model_options", {})
-        return {"clm5": CLM5, "compas": COMPAS}[self.model_name](**options)
+        return _model(self.model_name, **options)
 
     def __repr__(self) -> str:
         return (

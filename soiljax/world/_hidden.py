@@ -79,19 +79,21 @@ _TRANSFORMS = ("identity", "tanh", "sin")
 
 
 def _model_key(model) -> str:
-    if isinstance(model, str):
-        key = model.lower()
-    else:
-        key = type(model).__name__.lower()
+    from .._registry import model_name
+
+    try:
+        key = model_name(model)
+    except (TypeError, ValueError):
+        key = None
     if key not in _HIDDEN:
         raise ValueError(f"unknown model {model!r}; the world has hidden parameters for {', '.join(MODELS)}")
     return key
 
 
 def _model_instance(key: str):
-    from .._models import CLM5, COMPAS
+    from .._registry import model
 
-    return {"clm5": CLM5, "compas": COMPAS}[key]()
+    return model(key)
 
 
 def model_key(model) -> str:
