@@ -176,15 +176,13 @@ def score(ev: dict, stock_true: np.ndarray) -> dict:
 
 def reference_eval(model, u, forcing, obs, u_true, *, correlate: bool = True):
     """:func:`evaluate`'s dict for given u (no learner): steady state, NSE, stock, r(u) if ``correlate``."""
-    import jax.numpy as jnp
-
     import soiljax
+    from soiljax._observe import score_sites
     from soiljax.learning import pearson
-    from soiljax.learning._evaluate import _observe_and_score
 
     steady = soiljax.batched_steady_state(model, u, forcing)
     valid = np.asarray(steady.valid).astype(bool)
-    _, nse = _observe_and_score(jnp.asarray(steady.soc), obs)
+    _, nse = score_sites(steady.soc, obs.depth, obs.soc, obs.mask)
     ev = {
         "u": np.asarray(u),
         "valid": valid,
