@@ -1,7 +1,8 @@
 """Shape-preserving piecewise cubic Hermite interpolation (pchip) in JAX.
 
-This is the observation operator of PRODA: the model's 20 layer values at the
-node depths ``ZSOI`` are interpolated to the observed depths with MATLAB's
+The interpolant of PRODA's observation operator (:func:`soiljax._observe.observe`):
+the model's 20 layer values at the node depths ``ZSOI`` are interpolated to the
+observed depths with MATLAB's
 ``interp1(..., 'pchip', 'extrap')``, which is the same interpolant as scipy's
 ``PchipInterpolator(extrapolate=True)`` (Fritsch & Carlson 1980 slopes with
 the Fritsch & Butland weighted harmonic mean; the end slopes from the
@@ -20,8 +21,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
-
-from ._grid import ZSOI
 
 
 @jax.custom_jvp
@@ -104,12 +103,3 @@ def pchip_interpolate(
     c2 = (3.0 * delta[i] - 2.0 * d[i] - d[i + 1]) / hi
     c3 = (d[i] + d[i + 1] - 2.0 * delta[i]) / (hi * hi)
     return y[i] + t * (d[i] + t * (c2 + t * c3))
-
-
-def observe(soc_layers: Float[Array, " layer"], depth: Float[Array, " obs"]) -> Float[Array, " obs"]:
-    """Model SOC (gC m-3) at the 20 layer nodes -> values at observed depths (m).
-
-    The observation operator of MODELS.md section 5.  Padded (NaN) depths give
-    NaN predictions; mask them with the observations' ``mask``.
-    """
-    return pchip_interpolate(jnp.asarray(ZSOI), soc_layers, depth)

@@ -311,24 +311,6 @@ def bedrock_depth(forcing: Forcing) -> np.ndarray:
     return bedrock_depth_of_level(np.asarray(forcing.nbedrock).min(axis=-1))
 
 
-def _observe_batch(soc_layers: np.ndarray, depth: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """pchip of (site, layer) SOC at (site, obs) depths; NaN depths give NaN."""
-    import jax
-    import jax.numpy as jnp
-
-    from ._pchip import observe
-
-    f = jax.jit(jax.vmap(observe))
-    out = np.full(depth.shape, np.nan)
-    finite = np.isfinite(depth)
-    safe = np.where(finite, depth, 0.5)
-    for a in range(0, depth.shape[0], batch):
-        b = min(a + batch, depth.shape[0])
-        vals = np.asarray(f(jnp.asarray(soc_layers[a:b], dtype=float), jnp.asarray(safe[a:b])))
-        out[a:b] = np.where(finite[a:b], vals, np.nan)
-    return out
-
-
 def synthetic_observations(
     model,
     u,
@@ -393,6 +375,7 @@ def synthetic_observations(
         (``obs[truth.valid.values]``) before calibrating.
     """
     from ._batch import batched_steady_state
+    from ._observe import observe_sites
 
     lo_n, hi_n = (int(k) for k in n_obs)
     if not 1 <= lo_n <= hi_n:
@@ -435,8 +418,7 @@ def synthetic_observations(
             depth[i, :k] = np.sort(d)
     e = rng.standard_normal((n, hi_n))
 
-    soc_true = _observe_batch(soc_layers, depth)
-    soc_true[~valid] = np.nan
+    soc_true = np.where(valid[:, None], observe_sites(soc_layers, depth), np.nan)  # NaN where padded too
     depth_obs = np.where(valid[:, None], depth, np.nan)
     soc = soc_true * np.exp(noise * e)
     soc_sd = noise * soc_true

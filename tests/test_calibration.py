@@ -22,7 +22,8 @@ from soiljax import calibration as cal
 from soiljax._grid import ZSOI
 from soiljax._observations import Observations
 from soiljax._parts import PartsMismatchError, parts_dir
-from soiljax._pchip import observe, pchip_interpolate
+from soiljax._observe import observe
+from soiljax._pchip import pchip_interpolate
 from soiljax.calibration import _run
 
 # --------------------------------------------------------------------------

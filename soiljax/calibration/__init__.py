@@ -11,6 +11,7 @@ parameter vector), the samplers and the diagnostics.
 (matplotlib, imported when first asked for).
 """
 
+from .._observe import nse as nse
 from ._likelihood import AbstractLikelihood as AbstractLikelihood
 from ._likelihood import Gaussian as Gaussian
 from ._likelihood import LogNormal as LogNormal
@@ -18,7 +19,6 @@ from ._likelihood import ProdaCLM5 as ProdaCLM5
 from ._likelihood import ProdaCOMPAS as ProdaCOMPAS
 from ._likelihood import log_density as log_density
 from ._likelihood import log_likelihood as log_likelihood
-from ._likelihood import nse as nse
 from ._likelihood import predict as predict
 from ._likelihood import proda_layer_weights as proda_layer_weights
 from ._likelihood import proda_likelihood as proda_likelihood

@@ -37,9 +37,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .._grid import ZSOI
 from .._models import AbstractSoilModel
-from .._pchip import observe
+from .._observe import nse, observe
 
 _LOG_2PI = 1.8378770664093453
 _TINY = 1e-30
@@ -134,22 +133,12 @@ class ProdaCLM5(AbstractLikelihood):
         return -jnp.sum(jnp.where(mask, j, 0.0))
 
 
-def nse(pred, soc, mask):
-    """Nash-Sutcliffe efficiency of one profile over the usable layers (paper eq. 1)."""
-    n = jnp.maximum(jnp.sum(mask), 1)
-    ymean = jnp.sum(jnp.where(mask, soc, 0.0)) / n
-    num = jnp.sum(jnp.where(mask, (soc - pred) ** 2, 0.0))
-    den = jnp.sum(jnp.where(mask, (soc - ymean) ** 2, 0.0))
-    return 1.0 - num / jnp.maximum(den, _TINY)
-
-
 class ProdaCOMPAS(AbstractLikelihood):
     """PRODA's COMPAS cost ``J = scale (1 - NSE)``, as ``-J``."""
 
     scale: float = 5.0
 
     def __call__(self, pred, soc, soc_sd, depth, mask):
-        pred = jnp.where(mask, pred, 0.0)
         return -self.scale * (1.0 - nse(pred, soc, mask))
 
 
@@ -160,15 +149,14 @@ def proda_likelihood(model: AbstractSoilModel) -> AbstractLikelihood:
     return ProdaCOMPAS() if isinstance(model, COMPAS) else ProdaCLM5()
 
 
-def safe_depth(depth, mask):
-    """Depths with padded entries replaced by a grid node (keeps gradients NaN-free)."""
-    return jnp.where(mask, depth, ZSOI[0])
-
-
 def predict(model: AbstractSoilModel, u, forcing, depth, mask):
-    """Steady-state SOC at the observed depths and the validity flag, one profile."""
+    """Steady-state SOC at the observed depths and the validity flag, one profile.
+
+    The padded depths hold the value at the first node (``fill=None`` of
+    :func:`soiljax._observe.observe`): finite, and masked by every likelihood.
+    """
     steady = model.steady_state(u, forcing)
-    return observe(steady.soc, safe_depth(depth, mask)), steady.valid
+    return observe(steady.soc, depth, mask, fill=None), steady.valid
 
 
 def log_likelihood(model: AbstractSoilModel, likelihood: AbstractLikelihood, forcing, obs):

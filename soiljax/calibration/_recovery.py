@@ -121,17 +121,11 @@ def expected_within(post, tolerance: float = 0.1) -> np.ndarray:
 
 def truth_nse(model, u_true, forcing, obs) -> np.ndarray:
     """NSE of each site's true steady-state profile against its observations."""
-    import jax
-    import jax.numpy as jnp
-
     from .._batch import batched_steady_state
-    from .._pchip import observe
-    from ._likelihood import nse, safe_depth
+    from .._observe import score_sites
 
-    soc = jnp.asarray(batched_steady_state(model, u_true, forcing).soc)
-    mask = jnp.asarray(obs.mask)
-    pred = jax.vmap(lambda s, d, m: observe(s, safe_depth(d, m)))(soc, jnp.asarray(obs.depth), mask)
-    return np.asarray(jax.vmap(nse)(jnp.where(mask, pred, 0.0), jnp.asarray(obs.soc), mask))
+    soc = batched_steady_state(model, u_true, forcing).soc
+    return score_sites(soc, obs.depth, obs.soc, obs.mask)[1]
 
 
 def true_stock(model, u_true, forcing, depth: float = 1.0) -> np.ndarray:

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._models import AbstractSoilModel
-from .._pchip import observe
-from ..calibration._likelihood import AbstractLikelihood, LogNormal, safe_depth
+from .._observe import observe
+from ..calibration._likelihood import AbstractLikelihood, LogNormal
 from .._options import END_TO_END_BATCH_SIZE, END_TO_END_EPOCHS, END_TO_END_PATIENCE, LEARNING_RATE
 from ._common import Progress, batch_plan, check_epochs, guarded_update, make_optimizer, provenance
 from ._learner import Learner, check_covariates, check_split, init_learner, metadata_json, model_name_of, split_indices
@@ -72,7 +72,7 @@ def site_misfit(model: AbstractSoilModel, likelihood: AbstractLikelihood, u, for
     """
     mask = obs.mask
     steady = model.steady_state(u, forcing)
-    pred = observe(steady.soc, safe_depth(obs.depth, mask))
+    pred = observe(steady.soc, obs.depth, mask, fill=None)  # padded entries replaced just below
     y = jnp.where(mask, obs.soc, 1.0)
     valid = steady.valid
     pred = jnp.where(valid & mask, pred, y)  # invalid profile: a finite stand-in, never seen by the loss

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .._batch import batched_steady_state
 from .._diagnostics import soc_stock
-from .._pchip import observe
-from ..calibration._likelihood import nse as _nse
-from ..calibration._likelihood import safe_depth
+from .._observe import score_sites
 from ._learner import Learner, model_name_of
-
-
-@eqx.filter_jit
-def _observe_and_score(soc, obs):
-    mask = obs.mask
-    pred = jax.vmap(observe)(soc, safe_depth(obs.depth, mask))
-    score = jax.vmap(_nse)(jnp.where(mask, pred, 0.0), jnp.where(mask, obs.soc, 0.0), mask)
-    return jnp.where(mask, pred, jnp.nan), score
 
 
 def pearson(a, b) -> float:
@@ -41,8 +28,9 @@ def evaluate(model, learner: Learner, x, forcing, obs, *, u_true=None, batch_siz
 
     The learner predicts ``u`` from ``x`` (ensemble mean, clipped, PRODA's
     rule), the model is solved to steady state at every site
-    (:func:`soiljax.batched_steady_state`, in chunks of ``batch_size``) and the
-    SOC is interpolated to the observed depths (pchip).
+    (:func:`soiljax.batched_steady_state`, in batches of ``batch_size``), the
+    SOC is interpolated to the observed depths and scored
+    (:func:`soiljax._observe.score_sites`: pchip, then NSE).
 
     Returns a dict with per-site arrays
 
@@ -93,9 +81,9 @@ def evaluate_u(model, u, forcing, obs, *, u_true=None, batch_size: int | None = 
         )
     steady = batched_steady_state(model, u, forcing, batch_size=batch_size)
     valid = np.asarray(steady.valid).astype(bool)
-    pred, score = _observe_and_score(jnp.asarray(steady.soc), obs)
-    pred = np.where(valid[:, None], np.asarray(pred), np.nan)
-    score = np.where(valid, np.asarray(score), np.nan)
+    pred, score = score_sites(steady.soc, obs.depth, obs.soc, obs.mask, batch_size=batch_size)
+    pred = np.where(valid[:, None], pred, np.nan)
+    score = np.where(valid, score, np.nan)
     stock = np.where(valid, np.asarray(soc_stock(steady.soc, 1.0)), np.nan)
     out = {
         "u": u,
