@@ -148,8 +148,7 @@ def map_sites(
             batch = jax.device_put(batch, sharding)
         out = fn(*batch)
         pieces.append(jax.tree_util.tree_map(lambda a, m=hi - lo: np.asarray(a)[:m], out))
-    if len(pieces) == 1:
-        return pieces[0]
+    # writable host arrays, one batch or many (np.asarray of a device array is a read-only view)
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *pieces)
 
 
