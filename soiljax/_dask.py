@@ -222,7 +222,9 @@ def run_on_cluster(
 ) -> None:
     """Compute ``job(lo, hi, report)`` for every ``(index, lo, hi)`` as tasks on ``client``'s cluster.
 
-    ``job`` must pickle (it is sent once to every worker).  ``on_result(index,
+    ``job`` must pickle.  It is sent once to every worker, or, if it has a
+    method ``part(lo, hi)`` giving a copy that holds only those sites, each
+    task gets just its part (far less to send for large inputs).  ``on_result(index,
     dataset)`` is called here, in the order batches finish; then
     ``batch_done(index)``.  A failing batch cancels the others and raises its
     error (a user-facing :class:`soiljax.io.FileFormatError` as it is); a batch
@@ -235,13 +237,19 @@ def run_on_cluster(
     topic = f"soiljax-progress-{token}"
     relay = _Progress(report)
     client.subscribe_topic(topic, relay)
-    [shared] = client.scatter([job], broadcast=True, hash=False)
     settings = _jax_settings()
+    shared = None
+    if not hasattr(job, "part"):  # the whole job, sent once to every worker
+        [shared] = client.scatter([job], broadcast=True, hash=False)
     futures = {}
     try:
         for index, lo, hi in batches:
-            fut = client.submit(_run_batch, shared, index, lo, hi, topic, settings, key=f"soiljax-{token}-{index}",
-                                pure=False)
+            # a job with ``part`` sends each task only its batch's sites, as part of the task: the scheduler
+            # keeps it, so a task whose worker dies can run again elsewhere (scattered data would die with it)
+            data = shared if shared is not None else job.part(lo, hi)
+            with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GB"}):
+                fut = client.submit(_run_batch, data, index, lo, hi, topic, settings,
+                                    key=f"soiljax-{token}-{index}", pure=False)
             futures[fut] = index
         for fut in distributed.as_completed(list(futures), loop=client.loop):
             index = futures[fut]
@@ -265,4 +273,5 @@ def run_on_cluster(
         if pending:
             client.cancel(pending)
         client.unsubscribe_topic(topic)
-        shared.release()
+        if shared is not None:
+            shared.release()

@@ -159,10 +159,19 @@ class _SimulationJob:
     sites: xr.Dataset | None
     attrs: Mapping | None
     batch_size: int
+    offset: int = 0  # index of the first site held (a part holds only its batch's sites)
+
+    def part(self, lo: int, hi: int) -> "_SimulationJob":
+        """A copy holding only the sites ``lo:hi`` (what one task on a Dask worker needs), called as this job."""
+        a, b = lo - self.offset, hi - self.offset
+        sites = None if self.sites is None else self.sites.isel(site=slice(a, b))
+        return dataclasses.replace(self, u=self.u[a:b], forcing=self.forcing[a:b], sites=sites, offset=lo)
 
     def __call__(self, lo: int, hi: int, report=None) -> xr.Dataset:
         from ._batch import batched_steady_state
 
+        site_range = (lo, hi)
+        lo, hi = lo - self.offset, hi - self.offset  # positions in the sites held
         # every batch padded to one size: one compiled program for all of them
         u_b, f_b = take((self.u, self.forcing), lo, hi, self.batch_size)
         steady = batched_steady_state(self.model, u_b, f_b)
@@ -174,7 +183,7 @@ class _SimulationJob:
         ds = results_dataset(self.model, self.u[lo:hi], self.forcing[lo:hi], steady, sites=sub_sites,
                              components=comps, attrs=self.attrs)
         if self.sites is None:
-            ds = ds.assign_coords(site=np.arange(lo, hi))
+            ds = ds.assign_coords(site=np.arange(*site_range))
         return ds
 
 

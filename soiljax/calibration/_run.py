@@ -521,16 +521,24 @@ class _BatchJob:
     attrs: Mapping
     stage: Callable[[str], object] | None = None
     """Told ``"summarising"`` when a batch's draws are summarised (a progress bar in this process)."""
+    offset: int = 0
+    """Index of the first site held (a :meth:`part` holds only its batch's sites)."""
 
     def portable(self) -> "_BatchJob":
         """A copy that pickles: data as numpy arrays, no device sharding, no ``stage``."""
         forcing, obs = jax.tree_util.tree_map(np.asarray, (self.forcing, self.obs))
         return dataclasses.replace(self, forcing=forcing, obs=obs, sharding=None, stage=None)
 
+    def part(self, lo: int, hi: int) -> "_BatchJob":
+        """A copy holding only the sites ``lo:hi`` (what one task on a Dask worker needs), called as this job."""
+        a, b = lo - self.offset, hi - self.offset
+        site_id = None if self.site_id is None else np.asarray(self.site_id)[a:b]
+        return dataclasses.replace(self, forcing=self.forcing[a:b], obs=self.obs[a:b], site_id=site_id, offset=lo)
+
     def __call__(self, lo: int, hi: int, bar: Callable[[int], object]) -> xr.Dataset:
         m = hi - lo
         idx = padded_index(lo, hi, self.batch_size)  # one compiled program for every batch
-        f_b, o_b = self.forcing[idx], self.obs[idx]
+        f_b, o_b = self.forcing[idx - self.offset], self.obs[idx - self.offset]
         keys = _site_keys(self.seed, idx, self.chains)
         if isinstance(self.sampler, ProdaMetropolis):
             draws = _sample_proda(self.model, self.likelihood, self.sampler, f_b, o_b, keys, chunk=self.chunk,
@@ -540,10 +548,11 @@ class _BatchJob:
                                      samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding,
                                      extend=self.extend, extendable=np.arange(len(idx)) < m)
         draws = jax.tree_util.tree_map(lambda a: a[:m], draws)
-        labels = None if self.site_id is None else np.asarray(self.site_id)[lo:hi]
+        a, b = lo - self.offset, hi - self.offset
+        labels = None if self.site_id is None else np.asarray(self.site_id)[a:b]
         if self.stage is not None:
             self.stage("summarising")
-        return summarize(self.model, self.forcing[lo:hi], self.obs[lo:hi], draws, site_id=labels,
+        return summarize(self.model, self.forcing[a:b], self.obs[a:b], draws, site_id=labels,
                          site_index=np.arange(lo, hi), keep_draws=self.keep_draws,
                          predictive_draws=self.predictive_draws, seed=self.seed, attrs=self.attrs)
 

@@ -153,14 +153,21 @@ class _CellJob:
     """Steady-state SOC, validity and components of cells ``lo:hi`` (``job(lo, hi, report)``), as a
     dataset along ``site``; pickles, so that Dask workers can run it."""
 
-    def __init__(self, model, u, forcing, batch_size: int, mesh=None):
+    def __init__(self, model, u, forcing, batch_size: int, mesh=None, offset: int = 0):
         self.model, self.u, self.forcing, self.batch_size, self.mesh = model, u, forcing, batch_size, mesh
+        self.offset = offset  # index of the first cell held (a part holds only its batch's cells)
+
+    def part(self, lo: int, hi: int) -> "_CellJob":
+        """A copy holding only the cells ``lo:hi`` (what one task on a Dask worker needs), called as this job."""
+        a, b = lo - self.offset, hi - self.offset
+        return _CellJob(self.model, self.u[a:b], self.forcing[a:b], self.batch_size, self.mesh, offset=lo)
 
     def __getstate__(self):  # host arrays and no devices: what a worker process can take
         return {**self.__dict__, "forcing": jax.tree_util.tree_map(np.asarray, self.forcing), "mesh": None}
 
     def __call__(self, lo: int, hi: int, report=None) -> xr.Dataset:
         m = hi - lo
+        lo, hi = lo - self.offset, hi - self.offset
         u, f = take((self.u, self.forcing), lo, hi, self.batch_size)  # padded: one compiled program
         steady = batched_steady_state(self.model, u, f, batch_size=self.batch_size, mesh=self.mesh)
         comp = {k: np.asarray(v)[:m] for k, v in system_components(self.model, u, f, steady).items()}
