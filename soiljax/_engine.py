@@ -76,10 +76,19 @@ def take(tree, lo: int, hi: int, size: int | None = None):
     by repeating row ``hi - 1``.  Arrays without a leading site axis are not in ``tree``."""
     import jax
 
-    idx = padded_index(lo, hi, hi - lo if size is None else size)
     if size is None or size == hi - lo:
         return jax.tree_util.tree_map(lambda a: a[lo:hi], tree)
+    idx = padded_index(lo, hi, size)
     return jax.tree_util.tree_map(lambda a: a[idx], tree)
+
+
+def batch_size_for(n: int, batch_size: int | None = None, mesh=None) -> int:
+    """Sites per batch for ``n`` sites asked to run ``batch_size`` at a time (default
+    :func:`default_batch_size`): at most ``n``, a multiple of the mesh's device count."""
+    size = default_batch_size(n, mesh) if batch_size is None else batch_size
+    size = max(1, min(int(size), n))
+    n_dev = 1 if mesh is None else mesh.devices.size
+    return -(-size // n_dev) * n_dev
 
 
 def default_batch_size(n: int, mesh=None) -> int:
@@ -123,10 +132,7 @@ def map_sites(
     import jax
 
     n = _n_sites(args)
-    n_dev = 1 if mesh is None else mesh.devices.size
-    size = default_batch_size(n, mesh) if batch_size is None else batch_size
-    size = max(1, min(int(size), n))
-    size = -(-size // n_dev) * n_dev
+    size = batch_size_for(n, batch_size, mesh)
     batches = bounds(n, size)
     sharding = None
     if mesh is not None:

@@ -79,18 +79,8 @@ from .observations import (
 from .parameters import ParamsFileError, params_dataset, params_from_dataset, read_params, write_params
 from .results import STOCK_DEPTHS, read_results, write_results
 
-# Names the single-module soiljax.io of earlier versions had in its namespace
-# (its own imports), kept so that code reaching them through soiljax.io runs.
-import errno  # noqa: F401
-import hashlib  # noqa: F401
-import os  # noqa: F401
-from collections.abc import Callable, Mapping  # noqa: F401
-from pathlib import Path  # noqa: F401
-
-import equinox as eqx  # noqa: F401
-import numpy as np  # noqa: F401
-import xarray as xr  # noqa: F401
-
+# soiljax names the single-module soiljax.io of earlier versions had in its
+# namespace (its own imports), kept so that code reaching them through soiljax.io runs.
 from .._forcing import FORCING_UNITS, FORCING_VARIABLES, Forcing, ForcingError, check_input_plausibility  # noqa: F401
 from .._grid import DZ, N_LAYERS, ZISOI, ZSOI  # noqa: F401
 from .._observations import OM_TO_SOC_HINT, ObservationError, Observations, check_depth_plausibility  # noqa: F401

@@ -52,7 +52,7 @@ import numpy as np
 import xarray as xr
 
 from .._batch import batched_steady_state
-from .._engine import bounds, default_batch_size, run_batches, take
+from .._engine import batch_size_for, bounds, run_batches, take
 from .._diagnostics import COMPONENT_LONG_NAMES, COMPONENT_UNITS, soc_stock, system_components
 from .._grid import DZ, N_LAYERS, ZISOI, ZSOI
 from ..io._netcdf import model_attrs as simulation_attrs
@@ -276,9 +276,7 @@ def predict_cells(
     u_solve = np.where(missing_x[:, None], np.asarray(model.default_u(), dtype=float)[None, :], u)
 
     # --- steady states and components, batch by batch (one compiled program) --------
-    chunk = max(1, min(int(batch_size) if batch_size is not None else default_batch_size(n, mesh), n))
-    if mesh is not None:
-        chunk = -(-chunk // mesh.devices.size) * mesh.devices.size
+    chunk = batch_size_for(n, batch_size, mesh)
     batches = bounds(n, chunk)
     bar = None
     if progress:
