@@ -35,6 +35,8 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 
+from . import _stop
+
 
 class WorkerError(RuntimeError):
     """Batches could not be computed on the Dask cluster; the batches finished before are kept."""
@@ -252,6 +254,7 @@ def run_on_cluster(
                                     key=f"soiljax-{token}-{index}", pure=False)
             futures[fut] = index
         for fut in distributed.as_completed(list(futures), loop=client.loop):
+            _stop.check()
             index = futures[fut]
             try:
                 result = fut.result()

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import xarray as xr
 
+from . import _stop
+
 
 class PartsMismatchError(ValueError):
     """The part files on disk belong to a run with other inputs."""
@@ -441,8 +443,10 @@ def _run_locked(path: Path, *, n, batch_size, fingerprint, compute, write, requi
         elif callable(progress):
             iterator = progress(todo, total=len(todo))
         for i in iterator:
+            _stop.check()
             lo, hi = i * batch_size, min((i + 1) * batch_size, n)
             part_write(compute(lo, hi), part_file(i))
+        _stop.check()
 
         pieces = []
         for i in range(n_batches):

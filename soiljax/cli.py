@@ -889,6 +889,8 @@ def _terminate_as_interrupt():
     import signal
     import threading
 
+    from . import _stop
+
     terminated: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield terminated
@@ -896,13 +898,16 @@ def _terminate_as_interrupt():
 
     def handler(signum, frame):
         terminated.append(signum)
+        _stop.request()  # read between batches, in case the exception below lands where Python ignores it
         raise KeyboardInterrupt
 
+    _stop.clear()
     before = signal.signal(signal.SIGTERM, handler)
     try:
         yield terminated
     finally:
         signal.signal(signal.SIGTERM, before)
+        _stop.clear()
 
 
 if __name__ == "__main__":  # pragma: no cover

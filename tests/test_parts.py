@@ -232,6 +232,33 @@ def test_interrupted_run_says_where_its_parts_are_and_releases_the_lock(tmp_path
     assert not lock_path(out).exists()
 
 
+def test_a_stop_request_whose_interrupt_was_swallowed_ends_the_run_at_the_next_batch(tmp_path):
+    """SIGTERM's KeyboardInterrupt can land in a weak-reference callback, where Python prints it and
+    carries on; the handler's stop request still ends the run before its next batch."""
+    from soiljax import _stop
+
+    out = tmp_path / "out.nc"
+    calls = []
+
+    def swallowed(lo, hi):
+        calls.append(lo)
+        if lo == 2:
+            _stop.request()  # what the signal handler does; its exception is lost here
+        return _ds(lo, hi)
+
+    try:
+        with pytest.raises(RunInterrupted) as err:
+            run_in_parts(out, n=8, batch_size=2, fingerprint="abc", compute=swallowed, write=write_dataset,
+                         required="x")
+    finally:
+        _stop.clear()
+    assert calls == [0, 2]
+    assert "2 of 4" in str(err.value) and not lock_path(out).exists()
+    resumed = run_in_parts(out, n=8, batch_size=2, fingerprint="abc", compute=swallowed, write=write_dataset,
+                           required="x")
+    assert calls == [0, 2, 4, 6] and resumed.sizes["site"] == 8
+
+
 def test_part_files_are_marked_and_stale_temporary_files_removed(tmp_path):
     out = tmp_path / "out.nc"
     parts = parts_dir(out)
