@@ -7,7 +7,7 @@ Subcommands::
                      --out OUT.nc
     soiljax synthetic --n-sites N [--seed S] [--zones ...] --out F.nc
     soiljax calibrate --model {clm5,compas} --forcing F.nc --obs OBS.nc --out POST.nc
-                      [--method {hmc,nuts,proda}] [--chains 3] [--warmup N] [--samples N]
+                      [--method {auto,hmc,nuts,proda}] [--chains 3] [--warmup N] [--samples N]
                       [--extend N] [--batch N] [--likelihood ...] [--bedrock {proda,closed}]
                       [--workers N | --scheduler ADDRESS | --scheduler-file FILE]
     soiljax world --n-sites N [--resolution DEG] [--seed S] --out DIR
@@ -269,8 +269,10 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--forcing", required=True, metavar="F.nc", help="forcing file (site, month, layer)")
     p.add_argument("--obs", required=True, metavar="OBS.nc", help="observation file: depth (m), soc (gC m-3) on (site, obs)")
     p.add_argument("--out", required=True, metavar="POST.nc", help="posterior file to write")
-    p.add_argument("--method", choices=["hmc", "nuts", "proda"], default="nuts",
-                   help="sampler: NUTS (default), fixed-length HMC, or PRODA's random walk + adaptive Metropolis")
+    p.add_argument("--method", choices=["auto", "hmc", "nuts", "proda"], default="nuts",
+                   help="sampler: NUTS (default), fixed-length HMC, PRODA's random walk + adaptive Metropolis, or "
+                        "auto (experimental: importance sampling from a Laplace approximation, PSIS k-hat per "
+                        "profile, NUTS for the profiles that fail it)")
     p.add_argument("--chains", type=int, default=3, help="chains per profile (default 3)")
     p.add_argument("--warmup", type=int, default=None,
                    help="adaptation iterations per chain (default: 400 for CLM5, 800 for COMPAS)")
@@ -335,8 +337,9 @@ def _check_calibrate(args) -> None:
                         f"--method {args.method} does not use it")
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1 leapfrog step per iteration, got {args.steps}")
-    if args.max_doublings is not None and args.method != "nuts":
-        raise UserError(f"--max-doublings applies to --method nuts only; --method {args.method} does not use it")
+    if args.max_doublings is not None and args.method not in ("nuts", "auto"):
+        raise UserError(f"--max-doublings applies to --method nuts and auto (its fall-back) only; "
+                        f"--method {args.method} does not use it")
     if args.max_doublings is not None and not 1 <= args.max_doublings <= _MAX_DOUBLINGS:
         raise UserError(f"--max-doublings must be between 1 and {_MAX_DOUBLINGS} (at most 2**N - 1 leapfrog steps "
                         f"per iteration), got {args.max_doublings}")
@@ -393,7 +396,8 @@ def _run_calibrate(args) -> int:
     steps = {} if args.steps is None else {"num_integration_steps": args.steps}
     sampler = {"nuts": lambda: cal.NUTS(max_num_doublings=args.max_doublings),
                "hmc": lambda: cal.HMC(**steps),
-               "proda": lambda: cal.ProdaMetropolis()}[args.method]()
+               "proda": lambda: cal.ProdaMetropolis(),
+               "auto": lambda: cal.Auto(fallback=cal.NUTS(max_num_doublings=args.max_doublings))}[args.method]()
     sigma = {} if args.sigma is None else {"sigma": args.sigma}
     likelihood = {"lognormal": lambda: cal.LogNormal(**sigma),
                   "gaussian": lambda: cal.Gaussian(**{f"rel_{k}": v for k, v in sigma.items()}),

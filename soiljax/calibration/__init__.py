@@ -33,9 +33,14 @@ from ._recovery import true_stock as true_stock
 from ._recovery import truth_nse as truth_nse
 from ._recovery import valid_truths as valid_truths
 from ._recovery import write_recovery_inputs as write_recovery_inputs
+from ._importance import Auto as Auto
+from ._importance import ImportanceSampler as ImportanceSampler
+from ._importance import importance_sample as importance_sample
+from ._run import AUTO_REASONS as AUTO_REASONS
 from ._run import DEFAULT_EXTEND as DEFAULT_EXTEND
 from ._run import DEFAULT_WARMUP as DEFAULT_WARMUP
 from ._run import METHODS as METHODS
+from ._run import auto_variables as auto_variables
 from ._run import calibrate as calibrate
 from ._samplers import DEFAULT_DOUBLINGS as DEFAULT_DOUBLINGS
 from ._samplers import HMC as HMC

@@ -30,10 +30,11 @@ from .._engine import pad_indices, padded_index, plan, run_batches
 from .._options import MIN_SAMPLES
 from .._registry import model_classes
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
+from ._importance import Auto, importance_sample
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
 from ._summary import RHAT_THRESHOLD, rhat_and_ess, summarize
 
-METHODS = ("hmc", "nuts", "proda")
+METHODS = ("auto", "hmc", "nuts", "proda")
 """Names accepted by ``calibrate(method=...)``."""
 
 DEFAULT_CHUNK = 50
@@ -57,8 +58,10 @@ N_START_CANDIDATES = 64
 
 def sampler_for(method) -> eqx.Module:
     """A sampler object for a method name (or the object itself)."""
-    if isinstance(method, (HMC, NUTS, ProdaMetropolis)):
+    if isinstance(method, (HMC, NUTS, ProdaMetropolis, Auto)):
         return method
+    if method == "auto":
+        return Auto()
     if method == "hmc":
         return HMC()
     if method == "nuts":
@@ -117,12 +120,15 @@ class ProfilePosterior(eqx.Module):
 
 
 @eqx.filter_jit
-def _gradient_init(target, sampler, data, z0):
-    def per_site(dd, z):
-        ld = target(dd)
-        return jax.vmap(lambda zc: sampler.init(None, zc, ld))(z)
+def _gradient_init(target, sampler, data, z0, inverse_mass=None):
+    if inverse_mass is None:
+        inverse_mass = jnp.ones_like(z0)
 
-    return jax.vmap(per_site)(data, z0)
+    def per_site(dd, z, im):
+        ld = target(dd)
+        return jax.vmap(lambda zc, imc: sampler.init(None, zc, ld, imc))(z, im)
+
+    return jax.vmap(per_site)(data, z0, inverse_mass)
 
 
 @eqx.filter_jit
@@ -249,7 +255,7 @@ def _rescue(carry, mean_logdensity: np.ndarray, gap: float, sharding=None):
 def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, samples: int,
                     chunk: int = DEFAULT_CHUNK, bar: Callable[..., object] | None = None, sharding=None,
                     rescue: tuple[int, ...] | None = None, rescue_gap: float = RESCUE_GAP,
-                    extend: int = 0, rhat_threshold: float = RHAT_THRESHOLD, extendable=None):
+                    extend: int = 0, rhat_threshold: float = RHAT_THRESHOLD, extendable=None, inverse_mass=None):
     """Warm up and sample HMC/NUTS chains for a batch of targets, in lock-step.
 
     ``target(data_i)`` returns the log density (a function of z) of site
@@ -293,13 +299,20 @@ def sample_gradient(target, sampler, data, z0, chain_keys, *, warmup: int, sampl
     ``bar(k)`` is called after every chunk with the iterations done; an
     extension round first calls ``bar(0, more)`` with the ``more``
     iterations it adds to the batch.
+
+    ``inverse_mass`` (site, chain, param) starts the adaptation of the
+    diagonal inverse mass matrix from those values instead of ones (the
+    ``auto`` method's fall-back starts from its approximation's variances).
     """
     bar = bar or (lambda k, more=0: None)
+    if inverse_mass is None:
+        inverse_mass = np.ones(np.shape(z0))
     if sharding is not None:
-        data, z0, chain_keys = jax.device_put((data, z0, chain_keys), sharding)
+        data, z0, chain_keys, inverse_mass = jax.device_put((data, z0, chain_keys, inverse_mass), sharding)
     # strong dtypes: otherwise the first chunk's weakly typed scalars would
     # make the second chunk compile a second program
-    carry = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=x.dtype), _gradient_init(target, sampler, data, z0))
+    carry = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=x.dtype),
+                                   _gradient_init(target, sampler, data, z0, jnp.asarray(inverse_mass)))
     n_site, n_chain = z0.shape[:2]
     n_steps = np.zeros((n_site, n_chain), dtype=np.int64)
     lockstep = 0
@@ -445,6 +458,84 @@ def _sample_gradient(model, likelihood, sampler, forcing, obs, keys, *, warmup, 
     )
 
 
+@eqx.filter_jit
+def _importance_batch(model, likelihood, settings, forcing, obs, z0, keys, n_out: int):
+    """:func:`soiljax.calibration.importance_sample` of every site of a batch, vmapped."""
+
+    def one(f, o, z, k):
+        return importance_sample(log_density(model, likelihood, f, o), z, k, settings, n_out)
+
+    return jax.vmap(one)(forcing, obs, z0, keys)
+
+
+def _path_keys(keys, paths: int):
+    """Keys for the paths' starting points, derived from each site's start key (site, paths + 1, 2)."""
+    return jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, 0x5EED), paths + 1))(keys[:, 0])
+
+
+AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start")
+"""``fallback_reason`` values of ``method="auto"``: empty where importance sampling was accepted."""
+
+
+def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding,
+                 extend, m):
+    """``method="auto"`` for one padded batch whose first ``m`` sites are real.
+
+    Returns the :class:`_BatchDraws` and per-site arrays ``pareto_k``, ``ess_is``,
+    ``method_used`` and ``fallback_reason``.
+    """
+    settings = auto.importance
+    n_site = forcing.batch_shape[0]
+    chains = keys.shape[1] - 1
+    pkeys = _path_keys(keys, settings.paths)
+    z0, start_ok = _start_points(model, likelihood, forcing, obs, pkeys, N_START_CANDIDATES)
+    start_ok = np.asarray(start_ok).all(axis=1)
+    res = _importance_batch(model, likelihood, settings, forcing, obs, z0, pkeys[:, 0], chains * samples)
+    res = jax.tree_util.tree_map(np.asarray, res)
+    bar(1)
+    khat, ess = res.pareto_k, res.ess
+    reason = np.where(~start_ok, "no_valid_start",
+                      np.where(~(khat < auto.khat_threshold), "pareto_k",
+                               np.where(~(ess >= auto.min_ess), "ess", "")))
+    fallback = (reason != "") & (np.arange(n_site) < m)
+    d = z0.shape[-1]
+    u = np.array(jax.nn.sigmoid(res.z)).reshape(n_site, chains, samples, d)
+    acceptance = np.full((n_site, chains), np.nan)
+    divergences = np.zeros((n_site, chains), dtype=np.int64)
+    step_size = np.full((n_site, chains), np.nan)
+    n_evals = np.array(res.evals + settings.paths * N_START_CANDIDATES)
+    rescued = np.zeros((n_site, chains), dtype=np.int64)
+    thinning = np.ones(n_site, dtype=np.int64)
+    sites = np.flatnonzero(fallback)
+    if sites.size:
+        n_dev = 1 if sharding is None else sharding.mesh.devices.size
+        idx = pad_indices(sites, _subset_size(sites.size, n_dev))
+        # chains start at valid draws of the approximation, with its variances as inverse mass matrix
+        z_start = res.starts[idx][:, np.arange(chains) % settings.paths]
+        inv_mass = np.clip(res.variances[idx].mean(axis=1), 1e-3, 10.0)
+        inv_mass = np.broadcast_to(inv_mass[:, None, :], z_start.shape)
+        bar(0, warmup + samples)
+        sampler = (auto.fallback or NUTS()).for_model(model) if isinstance(auto.fallback or NUTS(), NUTS) \
+            else auto.fallback
+        z, stats = sample_gradient(ProfilePosterior(model, likelihood), sampler,
+                                   jax.tree_util.tree_map(lambda x: x[idx], (forcing, obs)), z_start,
+                                   keys[idx, 1:], warmup=warmup, samples=samples, chunk=chunk, bar=bar,
+                                   sharding=sharding, extend=extend, extendable=np.arange(idx.size) < sites.size,
+                                   inverse_mass=inv_mass)
+        k = sites.size
+        u[sites] = np.asarray(jax.nn.sigmoid(z))[:k]
+        acceptance[sites] = stats["acceptance"][:k]
+        divergences[sites] = stats["divergences"][:k]
+        step_size[sites] = stats["step_size"][:k]
+        n_evals[sites] = n_evals[sites] + stats["n_steps"][:k].sum(axis=1)
+        rescued[sites] = stats["rescued"][:k]
+        thinning[sites] = stats["thinning"][:k]
+    draws = _BatchDraws(u=u, acceptance=acceptance, divergences=divergences, step_size=step_size,
+                        start_ok=start_ok, n_evals=n_evals, rescued=rescued, thinning=thinning)
+    extra = {"pareto_k": khat, "ess_is": ess, "fallback": fallback, "fallback_reason": np.where(fallback, reason, "")}
+    return draws, extra
+
+
 def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_draws, bar):
     n_site = forcing.batch_shape[0]
     n_chain = keys.shape[1] - 1
@@ -484,6 +575,41 @@ def _sample_proda(model, likelihood, sampler, forcing, obs, keys, *, chunk, max_
         n_evals=np.full(n_site, n_chain * (n_rw + n_am + 1)),
         rescued=np.zeros((n_site, n_chain), dtype=np.int64),
     )
+
+
+def auto_variables(ds: xr.Dataset, extra: Mapping) -> xr.Dataset:
+    """Add ``method="auto"``'s variables to a batch's posterior dataset, and say what its
+    convergence diagnostics mean for importance-sampled profiles.
+
+    ``pareto_k``, ``ess_is`` (every profile: the importance sampling that ran
+    first), ``method_used`` (``"importance"`` or ``"nuts"``) and
+    ``fallback_reason`` (:data:`AUTO_REASONS`).  For importance-sampled
+    profiles R-hat does not apply (``rhat``, ``rhat_gr`` and their summaries
+    are NaN), ``ess`` and ``ess_min`` are the importance-sampling ESS, and
+    ``accepted`` is true (their k-hat is below the threshold); profiles that
+    fell back keep PRODA's rule (mean R-hat < 1.05 and NSE > 0).
+    """
+    fallback = np.asarray(extra["fallback"], bool)
+    is_site = ~fallback
+    ess_is = np.asarray(extra["ess_is"], dtype=float)
+    ds = ds.copy()
+    for name in ("rhat", "rhat_gr"):
+        ds[name] = ds[name].where(xr.DataArray(fallback, dims="site"))
+    for name in ("rhat_max", "rhat_mean", "rhat_gr_mean"):
+        ds[name] = ds[name].where(xr.DataArray(fallback, dims="site"))
+    ds["ess"] = xr.where(xr.DataArray(is_site, dims="site"), xr.DataArray(ess_is, dims="site"), ds["ess"]).transpose(
+        *ds["ess"].dims).assign_attrs(ds["ess"].attrs)
+    ds["ess_min"] = ds["ess"].min("param").assign_attrs(ds["ess_min"].attrs)
+    ds["accepted"] = (ds["accepted"] | xr.DataArray(is_site, dims="site")).assign_attrs(
+        long_name="importance sampled: k-hat < threshold; fell back to NUTS: mean R-hat < 1.05 and NSE > 0")
+    ds["pareto_k"] = ("site", np.asarray(extra["pareto_k"], dtype=float),
+                      {"units": "1", "long_name": "Pareto k-hat of the importance weights (PSIS)"})
+    ds["ess_is"] = ("site", ess_is, {"units": "1", "long_name": "effective sample size of the importance weights"})
+    ds["method_used"] = ("site", np.where(fallback, "nuts", "importance").astype(str),
+                         {"long_name": "importance: PSIS from the approximation; nuts: fell back to NUTS"})
+    ds["fallback_reason"] = ("site", np.asarray(extra["fallback_reason"]).astype(str),
+                             {"long_name": "why a profile fell back to NUTS (empty: it did not)"})
+    return ds
 
 
 def even_batch_size(n: int, batch_size: int, n_devices: int = 1) -> int:
@@ -540,9 +666,15 @@ class _BatchJob:
         idx = padded_index(lo, hi, self.batch_size)  # one compiled program for every batch
         f_b, o_b = self.forcing[idx - self.offset], self.obs[idx - self.offset]
         keys = _site_keys(self.seed, idx, self.chains)
+        extra = None
         if isinstance(self.sampler, ProdaMetropolis):
             draws = _sample_proda(self.model, self.likelihood, self.sampler, f_b, o_b, keys, chunk=self.chunk,
                                   max_draws=max(self.samples, 4), bar=bar)
+        elif isinstance(self.sampler, Auto):
+            draws, extra = _sample_auto(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
+                                        samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding,
+                                        extend=self.extend, m=m)
+            extra = {k: v[:m] for k, v in extra.items()}
         else:
             draws = _sample_gradient(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
                                      samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding,
@@ -552,9 +684,10 @@ class _BatchJob:
         labels = None if self.site_id is None else np.asarray(self.site_id)[a:b]
         if self.stage is not None:
             self.stage("summarising")
-        return summarize(self.model, self.forcing[a:b], self.obs[a:b], draws, site_id=labels,
-                         site_index=np.arange(lo, hi), keep_draws=self.keep_draws,
-                         predictive_draws=self.predictive_draws, seed=self.seed, attrs=self.attrs)
+        ds = summarize(self.model, self.forcing[a:b], self.obs[a:b], draws, site_id=labels,
+                       site_index=np.arange(lo, hi), keep_draws=self.keep_draws,
+                       predictive_draws=self.predictive_draws, seed=self.seed, attrs=self.attrs)
+        return ds if extra is None else auto_variables(ds, extra)
 
 
 # --------------------------------------------------------------------------
@@ -618,7 +751,10 @@ def calibrate(
     sites in the same order.  ``method`` is ``"nuts"`` (default: windowed
     adaptation, then NUTS with the model's tree-depth cap,
     :data:`~soiljax.calibration.DEFAULT_DOUBLINGS`), ``"hmc"`` (fixed-length
-    HMC), ``"proda"`` (PRODA's
+    HMC), ``"auto"`` (experimental, not yet the default: importance sampling
+    from a Laplace approximation with PSIS, NUTS for the profiles whose k-hat
+    or ESS fails; see :class:`~soiljax.calibration.Auto` and
+    :func:`auto_variables` for the variables it adds), ``"proda"`` (PRODA's
     random walk + adaptive Metropolis with its annealed acceptance rule and
     PRODA's costs; ``warmup``/``samples`` do not apply, the sampler object
     holds its step counts) or a sampler object from
@@ -653,8 +789,9 @@ def calibrate(
     if isinstance(sampler, NUTS):
         sampler = sampler.for_model(model)
     likelihood = default_likelihood(model, sampler) if likelihood is None else likelihood
+    auto = isinstance(sampler, Auto)
     if warmup is None:
-        warmup = type(model).default_warmup
+        warmup = sampler.fallback_warmup if auto else type(model).default_warmup
     _check_inputs(model, forcing, obs, chains, warmup, samples)
     proda = isinstance(sampler, ProdaMetropolis)
     if extend is None:
@@ -680,10 +817,11 @@ def calibrate(
         n_dev = mesh.devices.size
         sharding = NamedSharding(mesh, PartitionSpec("site"))
     batch_size = even_batch_size(n, batch_size, n_dev)
-    iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else warmup + samples
+    # auto: one unit for the importance sampling of a batch; a fall-back adds its iterations as it starts
+    iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else 1 if auto else warmup + samples
     n_batches = -(-n // batch_size)
     name = type(model).__name__
-    method_name = {HMC: "hmc", NUTS: "nuts", ProdaMetropolis: "proda"}[type(sampler)]
+    method_name = {HMC: "hmc", NUTS: "nuts", ProdaMetropolis: "proda", Auto: "auto"}[type(sampler)]
     run_attrs = {
         "model": name,
         "bedrock": model.bedrock,

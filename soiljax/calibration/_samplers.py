@@ -124,16 +124,19 @@ class _Gradient(eqx.Module):
     def _kernel_step(self, key, hmc_state, logdensity, step_size, inverse_mass):
         raise NotImplementedError
 
-    def init(self, key, z0, logdensity):
+    def init(self, key, z0, logdensity, inverse_mass=None):
+        """The state of one chain at ``z0``; ``inverse_mass`` (param,) starts the adaptation from a
+        diagonal inverse mass matrix other than the identity (a posterior variance estimate)."""
         del key
         da_init, _, _ = dual_averaging_adaptation(self.target_acceptance)
         w_init, _, _ = welford_algorithm(not self.dense_mass)
         d = z0.shape[-1]
         step = jnp.asarray(self.initial_step_size, dtype=z0.dtype)
+        diag = jnp.ones(d, dtype=z0.dtype) if inverse_mass is None else jnp.asarray(inverse_mass, dtype=z0.dtype)
         adapt = AdaptState(
             da=da_init(step),
             welford=w_init(d),
-            inverse_mass=jnp.eye(d, dtype=z0.dtype) if self.dense_mass else jnp.ones(d, dtype=z0.dtype),
+            inverse_mass=jnp.diag(diag) if self.dense_mass else diag,
             step_size=step,
         )
         return _bj_hmc.init(z0, logdensity), adapt
