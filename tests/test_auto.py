@@ -1,0 +1,114 @@
+"""``method="auto"``: importance sampling from an approximation (PSIS), and the fall-back to NUTS."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from soiljax import CLM5
+from soiljax.calibration import AUTO_REASONS, Auto, ImportanceSampler, calibrate, importance_sample, recovery_profiles
+
+MU = jnp.array([0.5, -1.0, 1.5])
+SD = jnp.array([0.3, 0.8, 0.5])
+
+
+def _gaussian(mu=MU, sd=SD):
+    return lambda z: -0.5 * jnp.sum(((z - mu) / sd) ** 2)
+
+
+def _run(logdensity, settings, key=0, n_out=1000):
+    z0 = MU + 0.3 * jnp.arange(settings.paths)[:, None] * jnp.ones(3)
+    return jax.jit(lambda z, k: importance_sample(logdensity, z, k, settings, n_out))(z0, jax.random.PRNGKey(key))
+
+
+def test_psis_on_a_gaussian_recovers_its_moments_with_a_small_k_hat():
+    res = _run(_gaussian(), ImportanceSampler(draws=2000, adapt_rounds=1, adapt_draws=500))
+    assert float(res.pareto_k) < 0.5 and float(res.ess) > 500
+    np.testing.assert_allclose(res.z.mean(axis=0), MU, atol=0.1)
+    np.testing.assert_allclose(res.z.std(axis=0), SD, rtol=0.15)
+
+
+def test_a_planted_poor_approximation_has_a_large_k_hat():
+    # normals 5 times too narrow, no adaptation, t tails off: the weights' tail is heavy
+    poor = ImportanceSampler(draws=2000, adapt_rounds=0, scale=0.2, tail_df=0.0, prior_weight=0.01)
+    res = _run(_gaussian(), poor)
+    assert float(res.pareto_k) > 0.7
+
+
+def test_an_invalid_region_gives_finite_results_and_no_draws_there():
+    inner = _gaussian()
+
+    def logdensity(z):  # the model is invalid for z0 < 0.3, as PRODA's rule makes parts of the prior
+        return jnp.where(z[0] < 0.3, -jnp.inf, inner(z))
+
+    res = _run(logdensity, ImportanceSampler(draws=1000, adapt_rounds=1, adapt_draws=300))
+    for leaf in jax.tree_util.tree_leaves(res):
+        assert np.all(np.isfinite(leaf))
+    assert np.all(res.z[:, 0] >= 0.3)
+    assert 0 < float(res.n_valid) < 1000
+
+
+def test_vmap_over_profiles_equals_separate_runs():
+    settings = ImportanceSampler(draws=400, adapt_rounds=1, adapt_draws=200, maxiter=15)
+    mus = jnp.stack([MU, MU + 1.0, MU - 0.5])
+    z0 = mus[:, None, :] + 0.2 * jnp.arange(settings.paths)[None, :, None]
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+
+    def one(mu, z, k):
+        return importance_sample(_gaussian(mu), z, k, settings, 100)
+
+    together = jax.jit(jax.vmap(one))(mus, z0, keys)
+    for i in range(3):
+        alone = jax.jit(one)(mus[i], z0[i], keys[i])
+        for a, b in zip(jax.tree_util.tree_leaves(together), jax.tree_util.tree_leaves(alone)):
+            np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_auto_calibration_falls_back_where_it_must_and_resumes(tmp_path, monkeypatch):
+    import soiljax.calibration._run as run
+
+    model = CLM5()
+    forcing, obs, _ = recovery_profiles(model, 3, seed=4)
+    importance = ImportanceSampler(draws=400, adapt_rounds=1, adapt_draws=200, maxiter=15)
+    common = dict(chains=2, samples=20, batch_size=2, progress=False, predictive_draws=10)
+
+    # every profile fails a threshold no k-hat can pass: all fall back to NUTS, started from the approximation
+    strict = calibrate(model, forcing, obs, method=Auto(importance=importance, khat_threshold=-1.0,
+                                                        fallback_warmup=20), **common)
+    n = strict.sizes["site"]
+    assert list(strict["method_used"].values) == ["nuts"] * n
+    assert set(strict["fallback_reason"].values) <= {"pareto_k", "no_valid_start"}
+    # R-hat is computed for profiles that fell back (inf where a short chain never moved), k-hat for all
+    assert not strict["rhat_mean"].isnull().any() and not strict["pareto_k"].isnull().any()
+    np.testing.assert_array_equal(strict["accepted"].values,
+                                  (strict["rhat_mean"].values < 1.05) & (strict["nse"].values > 0))
+
+    # every profile passes: importance sampled, R-hat does not apply, ESS is the importance ESS
+    lenient = Auto(importance=importance, khat_threshold=np.inf, min_ess=0.0, fallback_warmup=20)
+    full = calibrate(model, forcing, obs, method=lenient, **common)
+    assert list(full["method_used"].values) == ["importance"] * n
+    assert set(full["fallback_reason"].values) == {""} and "" in AUTO_REASONS
+    assert full["accepted"].all() and full["rhat"].isnull().all()
+    np.testing.assert_allclose(full["ess_min"].values, full["ess_is"].values)
+    assert np.all(np.isfinite(full["u_mean"].values)) and full.attrs["method"] == "auto"
+
+    # interrupted after its first batch, the run resumes and gives what the uninterrupted run gave
+    real = run._sample_auto
+    calls = []
+
+    def stop_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    out = tmp_path / "post.nc"
+    monkeypatch.setattr(run, "_sample_auto", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(model, forcing, obs, method=lenient, out=out, **common)
+    monkeypatch.setattr(run, "_sample_auto", real)
+    resumed = calibrate(model, forcing, obs, method=lenient, out=out, **common)
+    for name in ("u_mean", "u_sd", "pareto_k", "ess_is"):
+        np.testing.assert_allclose(resumed[name].values, full[name].values, rtol=1e-12)
+    assert list(resumed["method_used"].values) == ["importance"] * n
