@@ -6,23 +6,31 @@ For one profile with log density ``log p(z)`` (:func:`~soiljax.calibration.log_d
    line search) climbs ``log p``.  Along each path a dense BFGS estimate ``H``
    of the inverse Hessian is kept (the parameters are few: 21 for CLM5, 23
    for COMPAS, so a dense matrix is cheap and better than a low-rank one).
-2. **A normal approximation per path.**  ``approximation="pathfinder"``: at
+2. **An approximation per path.**  ``approximation="pathfinder"``: at
    every iterate ``x`` the normal ``N(x + H grad log p(x), H)`` is scored by
    its ELBO, estimated from ``elbo_draws`` draws, and the best one is kept
    (Zhang et al. 2022, Pathfinder; multi-path as in their algorithm 2).
-   ``approximation="laplace"``: the normal at the path's end (the mode) with
-   the inverse of the exact Hessian (``jax.hessian``), its eigenvalues kept
-   positive.  Draws where the model is invalid (log density ``-inf``) count
-   as a truncation of the normal: the ELBO is the mean over the valid draws
-   plus the log of their share.
+   ``approximation="laplace"`` (the default): the normal at the path's best
+   point (the mode) with the inverse of the exact Hessian (``jax.hessian``),
+   the prior's curvature replaced by its precision (:func:`_laplace_covariance`).
+   For Pathfinder's ELBO, draws where the model is invalid (log density
+   ``-inf``) count as a truncation of the normal: the ELBO is the mean over
+   the valid draws plus the log of their share.  (BlackJAX has a Pathfinder;
+   in version 1.7.1 its normals' means step along the gradient of ``-log p``,
+   away from the mode, which is why the path is followed here.)
 3. **A defensive mixture proposal.**  ``q = prior_weight * prior + (1 -
-   prior_weight) * mean of the path normals`` (Hesterberg 1995).  The prior
-   (uniform in ``u``, logistic in ``z``) keeps the importance ratio bounded
+   prior_weight) * mean of the path components`` (Hesterberg 1995), each
+   component a Student t (``tail_df``) with the path's mean and covariance.
+   The prior (uniform in ``u``, logistic in ``z``) keeps the importance ratio bounded
    by the likelihood: in the directions that the data do not identify (most
    of them, in PRODA's data) the posterior is the prior, whose exponential
-   tails a normal would not cover.  ``draws`` draws are split between the
-   components in fixed numbers and weighted with the whole mixture's density.
-4. **PSIS.**  The log ratios ``log p - log q`` are Pareto-smoothed
+   tails a normal would not cover.  Draws are split between the components in
+   fixed numbers and weighted with the whole mixture's density.  Adaptive
+   importance sampling: ``adapt_rounds`` rounds of ``adapt_draws`` draws each
+   fit one more component to the weighted draws (their mean and covariance,
+   shrunk towards the paths' when the ESS is small); the final round draws
+   ``draws``.
+4. **PSIS.**  The final round's log ratios ``log p - log q`` are Pareto-smoothed
    (BlackJAX's ``psis_weights``, Vehtari et al. 2024); its ``k`` (k-hat)
    says whether the weights can be trusted (< 0.7) and ``1 / sum w**2`` is
    the importance-sampling ESS.
@@ -30,9 +38,9 @@ For one profile with log density ``log p(z)`` (:func:`~soiljax.calibration.log_d
    from the weighted draws and shuffled, so that summaries treat them as any
    other draws.
 
-Every step is a pure JAX function of one profile; :func:`importance_sample`
-vmaps it over the profiles of a batch, so the model runs as one vectorised
-call per step.  Random keys come from the profile, not the batch, so a profile's
+:func:`importance_sample` is a pure JAX function of one profile;
+``calibrate`` vmaps it over the profiles of a batch, so the model runs as one
+vectorised call per step.  Random keys come from the profile, not the batch, so a profile's
 result does not depend on the batch it was computed in.
 """
 
@@ -56,7 +64,19 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 class ImportanceSampler(eqx.Module):
-    """Settings of the approximate-posterior-plus-PSIS stage (see the module docstring)."""
+    """Settings of the approximate-posterior-plus-PSIS stage (see the module docstring).
+
+    ``approximation``: ``"laplace"`` (default) or ``"pathfinder"``; ``paths``
+    L-BFGS paths of at most ``maxiter`` iterations and ``linesearch_steps``
+    line-search steps each; ``elbo_draws`` draws per Pathfinder ELBO;
+    ``draws`` importance draws in the final round, after ``adapt_rounds``
+    rounds of ``adapt_draws``; ``prior_weight`` and ``adapted_share`` the
+    mixture weights of the prior and of the adapted component;
+    ``tail_df`` the Student-t degrees of freedom of the components (0: normal);
+    ``scale`` multiplies the paths' scale matrices and ``init_scale`` the
+    adapted component's first covariance; ``eval_batch`` bounds how many
+    draws the model evaluates at once (memory).
+    """
 
     approximation: str = "laplace"
     paths: int = 4
@@ -69,6 +89,7 @@ class ImportanceSampler(eqx.Module):
     adapt_rounds: int = 2
     adapt_draws: int = 1000
     adapted_share: float = 0.6
+    init_scale: float = 1.0
     linesearch_steps: int = 10
     scale: float = 1.0
 
@@ -83,11 +104,6 @@ class ImportanceSampler(eqx.Module):
         if self.draws < 10 * (self.paths + 1):
             raise ValueError(f"draws={self.draws} is too few for {self.paths} paths and the prior; use at least "
                              f"{10 * (self.paths + 1)} (PSIS fits its tail to about 3 sqrt(draws) of them)")
-
-    def counts(self) -> tuple[int, int]:
-        """(draws from the prior, draws from each path's normal); they add up to ``draws``."""
-        per_path = int(round(self.draws * (1.0 - self.prior_weight) / self.paths))
-        return self.draws - per_path * self.paths, per_path
 
 
 class Normal(NamedTuple):
@@ -330,10 +346,11 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
     def adapt(carry, key):
         mean, cov = carry
         z, khat, ess, valid, log_w = round_with(settings.adapt_draws, key, mean, cov)
-        return _moments(z, log_w, ess, mean_cov), None
+        return _moments(z, log_w, ess, wide), None
 
     keys = jax.random.split(k_draw, settings.adapt_rounds + 1)
-    start = (jnp.mean(comps.mean, axis=0), mean_cov + jnp.cov(comps.mean.T, bias=True).reshape(d, d))
+    wide = settings.init_scale**2 * (mean_cov + jnp.cov(comps.mean.T, bias=True).reshape(d, d))
+    start = (jnp.mean(comps.mean, axis=0), wide)
     (mean, cov), _ = jax.lax.scan(adapt, start, keys[:-1])
     z, khat, ess, valid, log_w = round_with(settings.draws, keys[-1], mean, cov)
     evals = evals + settings.adapt_rounds * settings.adapt_draws + settings.draws
