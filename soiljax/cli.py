@@ -417,11 +417,18 @@ def _run_calibrate(args) -> int:
     n_gr = int(cal.proda_filter(ds["rhat_gr_mean"].values, ds["nse"].values).sum())
     print(
         f"wrote {args.out} ({n_f} profiles, {type(model).__name__}, {args.method}): "
-        f"{n_acc} accepted by PRODA's filter (mean R-hat < 1.05 and NSE > 0; {n_gr} with PRODA's "
-        f"Gelman-Rubin R-hat), median NSE {float(ds['nse'].median()):.3f}, "
+        + (f"{n_acc} accepted (importance sampled with k-hat < 0.7, or PRODA's filter after a fall-back to NUTS)"
+           if "method_used" in ds else
+           f"{n_acc} accepted by PRODA's filter (mean R-hat < 1.05 and NSE > 0; {n_gr} with PRODA's "
+           f"Gelman-Rubin R-hat)")
+        + f", median NSE {float(ds['nse'].median()):.3f}, "
         f"median max R-hat {float(ds['rhat_max'].median()):.3f}"
         + (f"; {int((ds['thinning'] > 1).sum())} extended for R-hat" if "thinning" in ds else "")
     )
+    if "method_used" in ds:  # method auto: how many profiles importance sampling served
+        n_is = int((ds["method_used"] == "importance").sum())
+        print(f"auto: {n_is} of {n_f} profiles importance sampled (accepted: k-hat < 0.7), {n_f - n_is} fell back "
+              f"to NUTS (PRODA's filter applies to them); median k-hat {float(ds['pareto_k'].median()):.2f}")
     return 0
 
 
