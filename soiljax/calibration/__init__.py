@@ -3,7 +3,9 @@
 ``calibrate(model, forcing, obs, method="nuts")`` samples the posterior of
 every observed profile's parameters, all profiles and chains at once, and
 returns an :class:`xarray.Dataset` of posterior summaries and diagnostics
-(names in :mod:`soiljax.calibration._summary`).  The pieces are public so
+(names in :mod:`soiljax.calibration._summary`).  ``method="auto"``
+(experimental) importance-samples each profile from an approximation and
+falls back to NUTS where PSIS's k-hat fails (:mod:`soiljax.calibration._importance`).  The pieces are public so
 that a notebook can use them one by one: the likelihoods, the per-profile
 log density :func:`log_density` (a plain JAX function of the unconstrained
 parameter vector), the samplers and the diagnostics.
