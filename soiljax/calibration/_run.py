@@ -481,8 +481,9 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
                  extend, m):
     """``method="auto"`` for one padded batch whose first ``m`` sites are real.
 
-    Returns the :class:`_BatchDraws` and per-site arrays ``pareto_k``, ``ess_is``,
-    ``method_used`` and ``fallback_reason``.
+    Returns the :class:`_BatchDraws` and a dict of per-site arrays for
+    :func:`auto_variables`: ``pareto_k``, ``ess_is``, ``fallback`` (bool) and
+    ``fallback_reason``.
     """
     settings = auto.importance
     n_site = forcing.batch_shape[0]
@@ -515,8 +516,9 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
         inv_mass = np.clip(res.variances[idx].mean(axis=1), 1e-3, 10.0)
         inv_mass = np.broadcast_to(inv_mass[:, None, :], z_start.shape)
         bar(0, warmup + samples)
-        sampler = (auto.fallback or NUTS()).for_model(model) if isinstance(auto.fallback or NUTS(), NUTS) \
-            else auto.fallback
+        sampler = NUTS() if auto.fallback is None else auto.fallback
+        if isinstance(sampler, NUTS):
+            sampler = sampler.for_model(model)  # the model's tree-depth cap where none is set
         z, stats = sample_gradient(ProfilePosterior(model, likelihood), sampler,
                                    jax.tree_util.tree_map(lambda x: x[idx], (forcing, obs)), z_start,
                                    keys[idx, 1:], warmup=warmup, samples=samples, chunk=chunk, bar=bar,
