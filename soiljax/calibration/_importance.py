@@ -121,8 +121,7 @@ class ImportanceResult(NamedTuple):
     ess: Float[Array, ""]  # 1 / sum(w^2) of the smoothed weights
     n_valid: Float[Array, ""]  # draws with a finite log density
     evals: Float[Array, ""]  # model evaluations spent (gradients and values)
-    means: Float[Array, "path param"]  # the path normals, for a fall-back's starting points and mass matrix
-    variances: Float[Array, "path param"]
+    variances: Float[Array, "path param"]  # of the path approximations: a fall-back's inverse mass matrix
     starts: Float[Array, "path param"]  # valid proposal draws from the normals, for a fall-back's chains
 
 
@@ -327,12 +326,12 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
     mean_cov = jnp.mean(jnp.einsum("pij,pkj->pik", chols, chols), axis=0)
     evals = jnp.sum(path_evals)
 
-    def counts(n: int, adapted: bool) -> tuple[int, ...]:
+    def counts(n: int) -> tuple[int, ...]:
+        """Draws per component: the prior, the adapted component, then each path."""
         n_prior = int(round(settings.prior_weight * n))
-        n_adapt = int(round((1.0 - settings.prior_weight) * settings.adapted_share * n)) if adapted else 0
+        n_adapt = int(round((1.0 - settings.prior_weight) * settings.adapted_share * n))
         per_path = (n - n_prior - n_adapt) // settings.paths
-        rest = n - n_adapt - per_path * settings.paths
-        return (rest,) + ((n_adapt,) if adapted else ()) + (per_path,) * settings.paths
+        return (n - n_adapt - per_path * settings.paths, n_adapt) + (per_path,) * settings.paths
 
     # adaptive importance sampling: every round draws from the prior, the path approximations and one
     # more component fitted to the previous round's weighted draws (at first: to the paths'
@@ -341,7 +340,7 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
     def round_with(n, key, mean, cov):
         means = jnp.concatenate([mean[None], comps.mean], axis=0)
         all_chols = jnp.concatenate([_chol(cov)[None], chols], axis=0)
-        return _round(logdensity, key, means, all_chols, counts(n, True), settings)
+        return _round(logdensity, key, means, all_chols, counts(n), settings)
 
     def adapt(carry, key):
         mean, cov = carry
@@ -357,7 +356,7 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
     idx = _systematic(k_res, log_w, n_out)
 
     # for a fall-back: valid draws of the final round in random order, one per chain start
-    n_prior = counts(z.shape[0], True)[0]
+    n_prior = counts(z.shape[0])[0]
     score = jnp.where(valid[n_prior:], jax.random.uniform(k_start, (z.shape[0] - n_prior,)), -1.0)
     _, pick = jax.lax.top_k(score, settings.paths)
     variances = jnp.sum(comps.chol**2, axis=-1)
@@ -367,7 +366,6 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
         ess=ess,
         n_valid=jnp.sum(valid).astype(z0.dtype),
         evals=evals.astype(z0.dtype),
-        means=comps.mean,
         variances=variances,
         starts=z[n_prior:][pick],
     )
