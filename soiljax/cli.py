@@ -271,8 +271,15 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--out", required=True, metavar="POST.nc", help="posterior file to write")
     p.add_argument("--method", choices=["auto", "hmc", "nuts", "proda"], default="nuts",
                    help="sampler: NUTS (default), fixed-length HMC, PRODA's random walk + adaptive Metropolis, or "
-                        "auto (experimental: importance sampling from a Laplace approximation, PSIS k-hat per "
-                        "profile, NUTS for the profiles that fail it)")
+                        "auto (experimental: importance sampling from an amortised neural posterior, PSIS k-hat "
+                        "per profile, NUTS for the profiles that fail it)")
+    p.add_argument("--amortizer", default=None, metavar="FILE",
+                   help="--method auto: the trained flow to propose from; a FILE that exists is reused (profiles "
+                        "outside its training domain fall back to NUTS), one that does not is trained on these "
+                        "sites and saved there (default: trained, and kept as POST.nc.amortizer for a resume)")
+    p.add_argument("--approximation", choices=["npe", "laplace", "pathfinder"], default=None,
+                   help="--method auto: the approximate posterior that importance sampling corrects: npe "
+                        "(default: the amortised flow), laplace or pathfinder (per profile, from L-BFGS paths)")
     p.add_argument("--chains", type=int, default=3, help="chains per profile (default 3)")
     p.add_argument("--warmup", type=int, default=None,
                    help="adaptation iterations per chain (default: 400 for CLM5, 800 for COMPAS)")
@@ -337,6 +344,12 @@ def _check_calibrate(args) -> None:
                         f"--method {args.method} does not use it")
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be at least 1 leapfrog step per iteration, got {args.steps}")
+    if (args.amortizer is not None or args.approximation is not None) and args.method != "auto":
+        raise UserError(f"--amortizer and --approximation apply to --method auto only; --method {args.method} "
+                        "does not use them")
+    if args.amortizer is not None and args.approximation not in (None, "npe"):
+        raise UserError(f"--amortizer is the flow of --approximation npe; --approximation {args.approximation} "
+                        "fits its approximation per profile and uses none")
     if args.max_doublings is not None and args.method not in ("nuts", "auto"):
         raise UserError(f"--max-doublings applies to --method nuts and auto (its fall-back) only; "
                         f"--method {args.method} does not use it")
@@ -397,7 +410,9 @@ def _run_calibrate(args) -> int:
     sampler = {"nuts": lambda: cal.NUTS(max_num_doublings=args.max_doublings),
                "hmc": lambda: cal.HMC(**steps),
                "proda": lambda: cal.ProdaMetropolis(),
-               "auto": lambda: cal.Auto(fallback=cal.NUTS(max_num_doublings=args.max_doublings))}[args.method]()
+               "auto": lambda: cal.Auto(fallback=cal.NUTS(max_num_doublings=args.max_doublings),
+                                        importance=cal.ImportanceSampler(approximation=args.approximation or "npe")),
+               }[args.method]()
     sigma = {} if args.sigma is None else {"sigma": args.sigma}
     likelihood = {"lognormal": lambda: cal.LogNormal(**sigma),
                   "gaussian": lambda: cal.Gaussian(**{f"rel_{k}": v for k, v in sigma.items()}),
@@ -410,6 +425,7 @@ def _run_calibrate(args) -> int:
                 samples=args.samples, extend=args.extend, batch_size=args.batch, seed=args.seed, out=args.out,
                 resume=not args.restart, progress=progress, keep_draws=args.keep_draws, site_id=labels_f,
                 client=client, attrs={"forcing_file": str(args.forcing), "obs_file": str(args.obs)},
+                amortizer=args.amortizer,
             )
     except PartsMismatchError as exc:
         raise UserError(str(exc)) from exc

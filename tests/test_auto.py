@@ -1,4 +1,5 @@
-"""``method="auto"``: importance sampling from an approximation (PSIS), and the fall-back to NUTS."""
+"""``method="auto"``: importance sampling from an approximation (PSIS), the amortised flow that
+proposes by default, and the fall-back to NUTS."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,18 @@ import numpy as np
 import pytest
 
 from soiljax import CLM5
-from soiljax.calibration import AUTO_REASONS, Auto, ImportanceSampler, calibrate, importance_sample, recovery_profiles
+from soiljax.calibration import (
+    AUTO_REASONS,
+    Auto,
+    ImportanceSampler,
+    calibrate,
+    flow_importance_sample,
+    importance_sample,
+    load_amortizer,
+    recovery_profiles,
+    save_amortizer,
+    train_amortizer,
+)
 
 MU = jnp.array([0.5, -1.0, 1.5])
 SD = jnp.array([0.3, 0.8, 0.5])
@@ -22,7 +34,7 @@ def _run(logdensity, settings, key=0, n_out=1000):
 
 
 def test_psis_on_a_gaussian_recovers_its_moments_with_a_small_k_hat():
-    res = _run(_gaussian(), ImportanceSampler(draws=2000, adapt_rounds=1, adapt_draws=500))
+    res = _run(_gaussian(), ImportanceSampler(approximation="laplace", draws=2000, adapt_rounds=1, adapt_draws=500))
     assert float(res.pareto_k) < 0.5 and float(res.ess) > 500
     np.testing.assert_allclose(res.z.mean(axis=0), MU, atol=0.1)
     np.testing.assert_allclose(res.z.std(axis=0), SD, rtol=0.15)
@@ -30,7 +42,8 @@ def test_psis_on_a_gaussian_recovers_its_moments_with_a_small_k_hat():
 
 def test_a_planted_poor_approximation_has_a_large_k_hat():
     # normals 5 times too narrow, no adaptation, t tails off: the weights' tail is heavy
-    poor = ImportanceSampler(draws=2000, adapt_rounds=0, scale=0.2, tail_df=0.0, prior_weight=0.01)
+    poor = ImportanceSampler(approximation="laplace", draws=2000, adapt_rounds=0, scale=0.2, tail_df=0.0,
+                             prior_weight=0.01)
     res = _run(_gaussian(), poor)
     assert float(res.pareto_k) > 0.7
 
@@ -41,7 +54,7 @@ def test_an_invalid_region_gives_finite_results_and_no_draws_there():
     def logdensity(z):  # the model is invalid for z0 < 0.3, as PRODA's rule makes parts of the prior
         return jnp.where(z[0] < 0.3, -jnp.inf, inner(z))
 
-    res = _run(logdensity, ImportanceSampler(draws=1000, adapt_rounds=1, adapt_draws=300))
+    res = _run(logdensity, ImportanceSampler(approximation="laplace", draws=1000, adapt_rounds=1, adapt_draws=300))
     for leaf in jax.tree_util.tree_leaves(res):
         assert np.all(np.isfinite(leaf))
     assert np.all(res.z[:, 0] >= 0.3)
@@ -49,7 +62,7 @@ def test_an_invalid_region_gives_finite_results_and_no_draws_there():
 
 
 def test_vmap_over_profiles_equals_separate_runs():
-    settings = ImportanceSampler(draws=400, adapt_rounds=1, adapt_draws=200, maxiter=15)
+    settings = ImportanceSampler(approximation="laplace", draws=400, adapt_rounds=1, adapt_draws=200, maxiter=15)
     mus = jnp.stack([MU, MU + 1.0, MU - 0.5])
     z0 = mus[:, None, :] + 0.2 * jnp.arange(settings.paths)[None, :, None]
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
@@ -64,14 +77,85 @@ def test_vmap_over_profiles_equals_separate_runs():
             np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.slow
-def test_auto_calibration_falls_back_where_it_must_and_resumes(tmp_path, monkeypatch):
-    import soiljax.calibration._run as run
+def _flow_run(flow, logdensity, settings, key=0, n_out=1000):
+    return jax.jit(lambda k: flow_importance_sample(logdensity, flow, None, k, settings, n_out, 3))(
+        jax.random.PRNGKey(key))
 
+
+def test_flow_proposal_psis_recovers_a_gaussian_and_flags_a_planted_poor_flow():
+    from flowjax.distributions import Normal
+
+    good = _flow_run(Normal(MU, 1.3 * SD), _gaussian(), ImportanceSampler(draws=2000))
+    assert float(good.pareto_k) < 0.5 and float(good.ess) > 300
+    np.testing.assert_allclose(good.z.mean(axis=0), MU, atol=0.1)
+    np.testing.assert_allclose(good.z.std(axis=0), SD, rtol=0.15)
+    assert good.starts.shape == (3, 3) and good.variances.shape == (3, 3)
+    # a flow 5 times too narrow, almost no prior in the mixture: the weights' tail is heavy
+    poor = _flow_run(Normal(MU, 0.2 * SD), _gaussian(), ImportanceSampler(draws=2000, prior_weight=0.01))
+    assert float(poor.pareto_k) > 0.7
+
+
+def test_flow_proposal_in_an_invalid_region_gives_finite_results():
+    from flowjax.distributions import Normal
+
+    inner = _gaussian()
+    res = _flow_run(Normal(MU, SD), lambda z: jnp.where(z[0] < 0.3, -jnp.inf, inner(z)), ImportanceSampler(draws=800))
+    for leaf in jax.tree_util.tree_leaves(res):
+        assert np.all(np.isfinite(leaf))
+    assert np.all(res.z[:, 0] >= 0.3) and np.all(res.starts[:, 0] >= 0.3)
+    assert 0 < float(res.n_valid) < 800
+
+
+SMALL_FLOW = dict(simulations=4000, flow_layers=2, nn_width=16, max_epochs=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_run():
     model = CLM5()
     forcing, obs, _ = recovery_profiles(model, 3, seed=4)
-    importance = ImportanceSampler(draws=400, adapt_rounds=1, adapt_draws=200, maxiter=15)
-    common = dict(chains=2, samples=20, batch_size=2, progress=False, predictive_draws=10)
+    return model, forcing, obs, train_amortizer(model, forcing, obs, **SMALL_FLOW)
+
+
+def test_an_amortizer_is_saved_read_back_and_knows_its_domain(small_run, tmp_path):
+    from soiljax import COMPAS
+
+    model, forcing, obs, amz = small_run
+    info = dict(amz.info)
+    assert info["simulations"] >= 4000 and 0 < info["valid_share"] <= 1 and info["epochs"] >= 1
+    c, inside = amz.conditions(model, forcing, obs)
+    assert inside.all() and np.all(np.isfinite(c))
+    back = load_amortizer(save_amortizer(amz, tmp_path / "a.amortizer"))
+    z = jnp.linspace(-2, 2, 21 * 4).reshape(4, 21)
+    np.testing.assert_allclose(back.flow.log_prob(z, condition=jnp.asarray(c[0], jnp.float32)),
+                               amz.flow.log_prob(z, condition=jnp.asarray(c[0], jnp.float32)), rtol=1e-6)
+    assert back.digest() == amz.digest()
+    # a site with a hundred times the litter input lies outside what the flow was trained on
+    far = jax.tree_util.tree_map(lambda a: a, forcing)
+    far = eqx_replace_inputs(far, 100.0)
+    _, inside_far = amz.conditions(model, far, obs)
+    assert not inside_far.any()
+    with pytest.raises(ValueError, match="trained for clm5"):
+        amz.conditions(COMPAS(), forcing, obs)
+    (tmp_path / "bad.amortizer").write_text("not an amortizer")
+    with pytest.raises(ValueError, match="not a soiljax amortizer"):
+        load_amortizer(tmp_path / "bad.amortizer")
+
+
+def eqx_replace_inputs(forcing, factor):
+    import equinox as eqx
+
+    names = ("cwd_input", "litr1_input", "litr2_input", "litr3_input")
+    return eqx.tree_at(lambda f: [getattr(f, n) for n in names], forcing,
+                       [getattr(forcing, n) * factor for n in names])
+
+
+@pytest.mark.slow
+def test_auto_calibration_falls_back_where_it_must_and_resumes(small_run, tmp_path, monkeypatch):
+    import soiljax.calibration._run as run
+
+    model, forcing, obs, amz = small_run
+    importance = ImportanceSampler(draws=400)
+    common = dict(chains=2, samples=20, batch_size=2, progress=False, predictive_draws=10, amortizer=amz)
 
     # every profile fails a threshold no k-hat can pass: all fall back to NUTS, started from the approximation
     strict = calibrate(model, forcing, obs, method=Auto(importance=importance, khat_threshold=-1.0,
@@ -93,7 +177,13 @@ def test_auto_calibration_falls_back_where_it_must_and_resumes(tmp_path, monkeyp
     np.testing.assert_allclose(full["ess_min"].values, full["ess_is"].values)
     assert np.all(np.isfinite(full["u_mean"].values)) and full.attrs["method"] == "auto"
 
-    # interrupted after its first batch, the run resumes and gives what the uninterrupted run gave
+    # a site outside the amortizer's domain falls back, whatever its k-hat
+    far = eqx_replace_inputs(forcing, 100.0)
+    mixed = calibrate(model, far[:1], obs[:1], method=lenient, **{**common, "batch_size": 1})
+    assert list(mixed["fallback_reason"].values) == ["outside_amortizer"]
+
+    # interrupted after its first batch, the run resumes and gives what the uninterrupted run gave; without
+    # amortizer= it trains one and keeps it next to the output, and the resumed run reads it back
     real = run._sample_auto
     calls = []
 
@@ -104,11 +194,17 @@ def test_auto_calibration_falls_back_where_it_must_and_resumes(tmp_path, monkeyp
         return real(*args, **kwargs)
 
     out = tmp_path / "post.nc"
+    own = Auto(importance=importance, khat_threshold=np.inf, min_ess=0.0, simulations=4000, max_epochs=2)
+    common.pop("amortizer")
     monkeypatch.setattr(run, "_sample_auto", stop_after_one)
     with pytest.raises(KeyboardInterrupt):
-        calibrate(model, forcing, obs, method=lenient, out=out, **common)
+        calibrate(model, forcing, obs, method=own, out=out, **common)
     monkeypatch.setattr(run, "_sample_auto", real)
-    resumed = calibrate(model, forcing, obs, method=lenient, out=out, **common)
+    kept = tmp_path / "post.nc.amortizer"
+    assert kept.exists()
+    monkeypatch.setattr(run, "train_amortizer", lambda *a, **k: pytest.fail("the kept amortizer was not reused"))
+    resumed = calibrate(model, forcing, obs, method=own, out=out, **common)
+    uninterrupted = calibrate(model, forcing, obs, method=own, amortizer=load_amortizer(kept), **common)
     for name in ("u_mean", "u_sd", "pareto_k", "ess_is"):
-        np.testing.assert_allclose(resumed[name].values, full[name].values, rtol=1e-12)
+        np.testing.assert_allclose(resumed[name].values, uninterrupted[name].values, rtol=1e-12)
     assert list(resumed["method_used"].values) == ["importance"] * n

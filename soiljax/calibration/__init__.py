@@ -4,8 +4,9 @@
 every observed profile's parameters, all profiles and chains at once, and
 returns an :class:`xarray.Dataset` of posterior summaries and diagnostics
 (names in :mod:`soiljax.calibration._summary`).  ``method="auto"``
-(experimental) importance-samples each profile from an approximation and
-falls back to NUTS where PSIS's k-hat fails (:mod:`soiljax.calibration._importance`).  The pieces are public so
+(experimental) importance-samples each profile from an approximation (by
+default an amortised neural posterior, :mod:`soiljax.calibration._amortized`)
+and falls back to NUTS where PSIS's k-hat fails (:mod:`soiljax.calibration._importance`).  The pieces are public so
 that a notebook can use them one by one: the likelihoods, the per-profile
 log density :func:`log_density` (a plain JAX function of the unconstrained
 parameter vector), the samplers and the diagnostics.
@@ -35,7 +36,13 @@ from ._recovery import true_stock as true_stock
 from ._recovery import truth_nse as truth_nse
 from ._recovery import valid_truths as valid_truths
 from ._recovery import write_recovery_inputs as write_recovery_inputs
+from ._amortized import Amortizer as Amortizer
+from ._amortized import load_amortizer as load_amortizer
+from ._amortized import save_amortizer as save_amortizer
+from ._amortized import site_features as site_features
+from ._amortized import train_amortizer as train_amortizer
 from ._importance import Auto as Auto
+from ._importance import flow_importance_sample as flow_importance_sample
 from ._importance import ImportanceSampler as ImportanceSampler
 from ._importance import importance_sample as importance_sample
 from ._run import AUTO_REASONS as AUTO_REASONS

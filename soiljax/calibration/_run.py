@@ -30,7 +30,8 @@ from .._engine import pad_indices, padded_index, plan, run_batches
 from .._options import MIN_SAMPLES
 from .._registry import model_classes
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
-from ._importance import Auto, importance_sample
+from ._amortized import Amortizer, evaluation_flow, load_amortizer, save_amortizer, train_amortizer
+from ._importance import Auto, flow_importance_sample, importance_sample
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
 from ._summary import RHAT_THRESHOLD, rhat_and_ess, summarize
 
@@ -468,17 +469,27 @@ def _importance_batch(model, likelihood, settings, forcing, obs, z0, keys, n_out
     return jax.vmap(one)(forcing, obs, z0, keys)
 
 
+@eqx.filter_jit
+def _flow_batch(model, likelihood, settings, flow, forcing, obs, conditions, keys, n_out: int, n_starts: int):
+    """:func:`soiljax.calibration.flow_importance_sample` of every site of a batch, vmapped."""
+
+    def one(f, o, c, k):
+        return flow_importance_sample(log_density(model, likelihood, f, o), flow, c, k, settings, n_out, n_starts)
+
+    return jax.vmap(one)(forcing, obs, conditions, keys)
+
+
 def _path_keys(keys, paths: int):
     """Keys for the paths' starting points, derived from each site's start key (site, paths + 1, 2)."""
     return jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, 0x5EED), paths + 1))(keys[:, 0])
 
 
-AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start")
+AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start", "outside_amortizer")
 """``fallback_reason`` values of ``method="auto"``: empty where importance sampling was accepted."""
 
 
 def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding,
-                 extend, m):
+                 extend, m, amortizer=None, conditions=None, in_domain=None):
     """``method="auto"`` for one padded batch whose first ``m`` sites are real.
 
     Returns the :class:`_BatchDraws` and a dict of per-site arrays for
@@ -489,22 +500,32 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
     n_site = forcing.batch_shape[0]
     chains = keys.shape[1] - 1
     pkeys = _path_keys(keys, settings.paths)
-    z0, start_ok = _start_points(model, likelihood, forcing, obs, pkeys, N_START_CANDIDATES)
-    start_ok = np.asarray(start_ok).all(axis=1)
-    res = _importance_batch(model, likelihood, settings, forcing, obs, z0, pkeys[:, 0], chains * samples)
-    res = jax.tree_util.tree_map(np.asarray, res)
+    if settings.approximation == "npe":
+        res = _flow_batch(model, likelihood, settings, evaluation_flow(amortizer), forcing, obs,
+                          jnp.asarray(conditions), pkeys[:, 0], chains * samples, settings.paths)
+        res = jax.tree_util.tree_map(np.asarray, res)
+        start_ok = res.n_valid > 0
+        n_start_evals = 0
+    else:
+        z0, start_ok = _start_points(model, likelihood, forcing, obs, pkeys, N_START_CANDIDATES)
+        start_ok = np.asarray(start_ok).all(axis=1)
+        res = _importance_batch(model, likelihood, settings, forcing, obs, z0, pkeys[:, 0], chains * samples)
+        res = jax.tree_util.tree_map(np.asarray, res)
+        n_start_evals = settings.paths * N_START_CANDIDATES
+        in_domain = np.ones(n_site, bool)
     bar(1)
     khat, ess = res.pareto_k, res.ess
-    reason = np.where(~start_ok, "no_valid_start",
-                      np.where(~(khat < auto.khat_threshold), "pareto_k",
-                               np.where(~(ess >= auto.min_ess), "ess", "")))
+    reason = np.where(~np.asarray(in_domain, bool), "outside_amortizer",
+                      np.where(~start_ok, "no_valid_start",
+                               np.where(~(khat < auto.khat_threshold), "pareto_k",
+                                        np.where(~(ess >= auto.min_ess), "ess", ""))))
     fallback = (reason != "") & (np.arange(n_site) < m)
-    d = z0.shape[-1]
+    d = res.z.shape[-1]
     u = np.array(jax.nn.sigmoid(res.z)).reshape(n_site, chains, samples, d)
     acceptance = np.full((n_site, chains), np.nan)
     divergences = np.zeros((n_site, chains), dtype=np.int64)
     step_size = np.full((n_site, chains), np.nan)
-    n_evals = np.array(res.evals + settings.paths * N_START_CANDIDATES)
+    n_evals = np.array(res.evals + n_start_evals)
     rescued = np.zeros((n_site, chains), dtype=np.int64)
     thinning = np.ones(n_site, dtype=np.int64)
     sites = np.flatnonzero(fallback)
@@ -651,6 +672,10 @@ class _BatchJob:
     """Told ``"summarising"`` when a batch's draws are summarised (a progress bar in this process)."""
     offset: int = 0
     """Index of the first site held (a :meth:`part` holds only its batch's sites)."""
+    amortizer: Amortizer | None = None
+    """``method="auto"`` with NPE: the trained flow, and every held site's conditioning vector and domain flag."""
+    conditions: np.ndarray | None = None
+    in_domain: np.ndarray | None = None
 
     def portable(self) -> "_BatchJob":
         """A copy that pickles: data as numpy arrays, no device sharding, no ``stage``."""
@@ -661,7 +686,10 @@ class _BatchJob:
         """A copy holding only the sites ``lo:hi`` (what one task on a Dask worker needs), called as this job."""
         a, b = lo - self.offset, hi - self.offset
         site_id = None if self.site_id is None else np.asarray(self.site_id)[a:b]
-        return dataclasses.replace(self, forcing=self.forcing[a:b], obs=self.obs[a:b], site_id=site_id, offset=lo)
+        conditions = None if self.conditions is None else self.conditions[a:b]
+        in_domain = None if self.in_domain is None else self.in_domain[a:b]
+        return dataclasses.replace(self, forcing=self.forcing[a:b], obs=self.obs[a:b], site_id=site_id, offset=lo,
+                                   conditions=conditions, in_domain=in_domain)
 
     def __call__(self, lo: int, hi: int, bar: Callable[[int], object]) -> xr.Dataset:
         m = hi - lo
@@ -673,9 +701,12 @@ class _BatchJob:
             draws = _sample_proda(self.model, self.likelihood, self.sampler, f_b, o_b, keys, chunk=self.chunk,
                                   max_draws=max(self.samples, 4), bar=bar)
         elif isinstance(self.sampler, Auto):
+            held = None if self.conditions is None else idx - self.offset
             draws, extra = _sample_auto(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
                                         samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding,
-                                        extend=self.extend, m=m)
+                                        extend=self.extend, m=m, amortizer=self.amortizer,
+                                        conditions=None if held is None else self.conditions[held],
+                                        in_domain=None if held is None else self.in_domain[held])
             extra = {k: v[:m] for k, v in extra.items()}
         else:
             draws = _sample_gradient(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
@@ -704,6 +735,42 @@ def _fingerprint(model, likelihood, sampler, forcing, obs, settings: Mapping, si
     return run_fingerprint(model, likelihood, sampler, sorted(settings.items()),
                            arrays=[*forcing.variables().values(), obs.depth, obs.soc, obs.soc_sd], sites=labels,
                            attrs=attrs)
+
+
+def _run_amortizer(model, likelihood, sampler, forcing, obs, amortizer, out, inputs_fp: str, seed: int,
+                   progress: bool, pbar=None):
+    """The trained flow of a ``method="auto"`` run with ``approximation="npe"`` (None for other methods).
+
+    ``amortizer`` is an :class:`Amortizer`, a file (read when it exists;
+    otherwise trained on this run's sites and written there) or None: trained
+    on this run's sites, and with ``out`` kept next to it (``OUT.amortizer``)
+    so that a resumed run reuses it instead of training again.
+    """
+    from pathlib import Path
+
+    npe = isinstance(sampler, Auto) and sampler.importance.approximation == "npe"
+    if not npe:
+        if amortizer is not None:
+            raise ValueError("amortizer= applies to method='auto' with its default approximation 'npe' only")
+        return None
+    if isinstance(amortizer, Amortizer):
+        return amortizer
+    path = None if amortizer is None else Path(amortizer)
+    own = path is None and out is not None  # the run's own file: valid only for these inputs
+    if own:
+        path = Path(str(out) + ".amortizer")
+    if path is not None and path.exists():
+        found = load_amortizer(path)
+        if not own or dict(found.info).get("trained_for") == inputs_fp:
+            return found
+    if pbar is not None:
+        pbar.set_postfix_str("training the amortizer", refresh=True)
+    noise = float(getattr(likelihood, "sigma", getattr(likelihood, "rel_sigma", 0.1)))
+    trained = train_amortizer(model, forcing, obs, simulations=sampler.simulations, max_epochs=sampler.max_epochs,
+                              noise=noise, seed=seed, progress=progress, extra_info={"trained_for": inputs_fp})
+    if path is not None:
+        save_amortizer(trained, path)
+    return trained
 
 
 def _check_inputs(model, forcing: Forcing, obs, chains: int, warmup: int, samples: int):
@@ -746,6 +813,7 @@ def calibrate(
     workers: int = 1,
     client=None,
     attrs: Mapping | None = None,
+    amortizer=None,
 ) -> xr.Dataset:
     """Posterior of every profile's parameters; returns (and writes) an xarray Dataset.
 
@@ -876,11 +944,6 @@ def calibrate(
     else:
         pbar, bar, kept, stage = None, (lambda k, more=0: None), None, None
 
-    job = _BatchJob(model=model, likelihood=likelihood, sampler=sampler, forcing=forcing, obs=obs, chains=chains,
-                    warmup=warmup, samples=samples, extend=extend, batch_size=batch_size, seed=seed, chunk=chunk,
-                    keep_draws=keep_draws, predictive_draws=predictive_draws, site_id=site_id, sharding=sharding,
-                    attrs=run_attrs, stage=stage)
-
     try:
         from .._dask import cluster
         from ._summary import write_posterior
@@ -889,8 +952,21 @@ def calibrate(
                         keep_draws=keep_draws, predictive_draws=predictive_draws)
         if extend:  # absent when off, so that runs from before the option still resume
             settings["extend"] = extend
-        fp = None if out is None else _fingerprint(model, likelihood, sampler, forcing, obs, settings, site_id,
-                                                   run_attrs)
+        inputs_fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings, site_id, run_attrs)
+        amortizer = _run_amortizer(model, likelihood, sampler, forcing, obs, amortizer, out, inputs_fp, seed,
+                                   progress and pbar is not None, pbar)
+        conditions = in_domain = None
+        if amortizer is not None:
+            conditions, in_domain = amortizer.conditions(model, forcing, obs)
+            settings["amortizer"] = amortizer.digest()
+        fp = None if out is None else (inputs_fp if amortizer is None else
+                                       _fingerprint(model, likelihood, sampler, forcing, obs, settings, site_id,
+                                                    run_attrs))
+        job = _BatchJob(model=model, likelihood=likelihood, sampler=sampler, forcing=forcing, obs=obs, chains=chains,
+                        warmup=warmup, samples=samples, extend=extend, batch_size=batch_size, seed=seed, chunk=chunk,
+                        keep_draws=keep_draws, predictive_draws=predictive_draws, site_id=site_id, sharding=sharding,
+                        attrs=run_attrs, stage=stage, amortizer=amortizer, conditions=conditions,
+                        in_domain=in_domain)
         echo = (lambda line: pbar.write(line, file=sys.stderr)) if pbar is not None else None
         with cluster(workers=workers, client=client, echo=echo) as dask_client:
             return run_batches(job if dask_client is None else job.portable(), n, batch_size, out=out,
