@@ -27,6 +27,9 @@ from ._likelihood import proda_layer_weights as proda_layer_weights
 from ._likelihood import proda_likelihood as proda_likelihood
 from ._recovery import RecoveryRun as RecoveryRun
 from ._recovery import identifiable as identifiable
+from ._recovery import QUALITY_TARGETS as QUALITY_TARGETS
+from ._recovery import meets_quality_targets as meets_quality_targets
+from ._recovery import posterior_agreement as posterior_agreement
 from ._recovery import read_recovery_inputs as read_recovery_inputs
 from ._recovery import read_recovery_run as read_recovery_run
 from ._recovery import recovery_profiles as recovery_profiles

@@ -30,7 +30,8 @@ sampling and density are both one pass per layer, which importance sampling
 needs (draws from the flow, densities of the prior's draws).  It is fitted by
 maximum likelihood (the forward KL divergence, which makes it cover the
 posterior's mass rather than one mode) with Adam, early stopping on a 10%
-validation split, in float32; it is evaluated in the run's precision.
+validation split, in float32, and proposes in float32 (the importance
+weights are computed in the run's precision).
 
 **Domain.**  A site whose standardised features lie outside the training
 range widened by ``margin`` times that range on both sides, or whose profile
@@ -339,10 +340,4 @@ def load_amortizer(path) -> Amortizer:
     return eqx.tree_at(lambda a: (a.mean, a.sd, a.lo, a.hi), out, tuple(arrays[k] for k in ("mean", "sd", "lo", "hi")))
 
 
-def evaluation_flow(amortizer: Amortizer, dtype=None):
-    """The amortizer's flow in the run's floating-point precision (float64 when JAX's x64 is on)."""
-    return _cast(amortizer.flow, jnp.zeros(()).dtype if dtype is None else dtype)
-
-
-__all__ = ["Amortizer", "train_amortizer", "save_amortizer", "load_amortizer", "site_features", "forcing_features",
-           "evaluation_flow"]
+__all__ = ["Amortizer", "train_amortizer", "save_amortizer", "load_amortizer", "site_features", "forcing_features"]

@@ -100,18 +100,28 @@ class ImportanceSampler(eqx.Module):
     paths: int = 4
     maxiter: int = 40
     elbo_draws: int = 10
-    draws: int = 2000
+    draws: int = 4000
     prior_weight: float = 0.1
     eval_batch: int = 250
     tail_df: float = 5.0
-    adapt_rounds: int = 2
+    adapt_rounds: int | None = None
     adapt_draws: int = 1000
     adapted_share: float = 0.6
     init_scale: float = 1.0
     linesearch_steps: int = 10
     scale: float = 1.0
 
+    @property
+    def rounds(self) -> int:
+        """Adaptive rounds before the final one: ``adapt_rounds``, or by default 0 for ``"npe"`` (measured:
+        a fitted t took draws from the flow and lowered the ESS) and 2 for the per-profile normals."""
+        if self.adapt_rounds is not None:
+            return self.adapt_rounds
+        return 0 if self.approximation == "npe" else 2
+
     def __check_init__(self):
+        if self.adapt_rounds is not None and self.adapt_rounds < 0:
+            raise ValueError(f"adapt_rounds={self.adapt_rounds} must be >= 0 (or None: the approximation's default)")
         if self.approximation not in APPROXIMATIONS:
             raise ValueError(f"approximation={self.approximation!r}: choose one of {APPROXIMATIONS}")
         if self.paths < 1 or self.maxiter < 1 or self.elbo_draws < 1:
@@ -372,12 +382,12 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
         z, khat, ess, valid, log_w = round_with(settings.adapt_draws, key, mean, cov)
         return _moments(z, log_w, ess, wide), None
 
-    keys = jax.random.split(k_draw, settings.adapt_rounds + 1)
+    keys = jax.random.split(k_draw, settings.rounds + 1)
     wide = settings.init_scale**2 * (mean_cov + jnp.cov(comps.mean.T, bias=True).reshape(d, d))
     start = (jnp.mean(comps.mean, axis=0), wide)
     (mean, cov), _ = jax.lax.scan(adapt, start, keys[:-1])
     z, khat, ess, valid, log_w = round_with(settings.draws, keys[-1], mean, cov)
-    evals = evals + settings.adapt_rounds * settings.adapt_draws + settings.draws
+    evals = evals + settings.rounds * settings.adapt_draws + settings.draws
     idx = _systematic(k_res, log_w, n_out)
 
     # for a fall-back: valid draws of the final round in random order, one per chain start
@@ -396,46 +406,94 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
     )
 
 
+def _flow_round(logdensity, flow, condition, key, n: int, settings: ImportanceSampler, adapted=None, dtype=None):
+    """One round of :func:`flow_importance_sample`: ``n`` draws of the defensive mixture of the prior,
+    the flow and (when ``adapted = (mean, chol)``) a Student t fitted to an earlier round.
+
+    The flow runs in its own precision (float32 as trained: it only
+    proposes); the draws and every other density are in ``dtype``.  The flow
+    density of its own draws comes with them (``sample_and_log_prob``); it is
+    evaluated only for the other components' draws.  The draws are ordered
+    prior, flow, adapted.  Returns them, the mask of valid draws, the PSIS log
+    weights, k-hat, the ESS and the number of prior draws."""
+    n_prior = int(round(settings.prior_weight * n))
+    n_adapt = 0 if adapted is None else int(round((1.0 - settings.prior_weight) * settings.adapted_share * n))
+    n_flow = n - n_prior - n_adapt
+    k_flow, k_prior, k_adapt = jax.random.split(key, 3)
+    typed = k_flow if jax.dtypes.issubdtype(k_flow.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(k_flow)
+    z_flow, log_flow_own = flow.sample_and_log_prob(typed, (n_flow,), condition=condition)  # flowjax: typed keys
+    dtype = z_flow.dtype if dtype is None else dtype
+    d = z_flow.shape[-1]
+    others = [jax.random.logistic(k_prior, (n_prior, d), dtype=dtype)]
+    df = settings.tail_df
+    if adapted is not None:
+        eps = jax.random.normal(k_adapt, (n_adapt, d), dtype=dtype)
+        if df:  # Student t: a normal divided by sqrt(chi2_df / df)
+            chi2 = 2.0 * jax.random.gamma(jax.random.fold_in(k_adapt, 1), 0.5 * df, (n_adapt,), dtype=dtype)
+            eps = eps * jnp.sqrt(df / chi2)[:, None]
+        others.append(adapted[0] + eps @ adapted[1].T)
+    z_other = jnp.concatenate(others, axis=0)
+    log_flow_other = jax.lax.map(lambda zz: flow.log_prob(zz.astype(z_flow.dtype), condition=condition), z_other,
+                                 batch_size=min(settings.eval_batch, z_other.shape[0]))
+    z = jnp.concatenate([z_other[:n_prior], z_flow.astype(dtype), z_other[n_prior:]], axis=0)
+    log_flow = jnp.concatenate([log_flow_other[:n_prior], log_flow_own, log_flow_other[n_prior:]]).astype(dtype)
+    finite = jnp.all(jnp.isfinite(z), axis=1) & jnp.isfinite(log_flow)
+    z = jnp.where(finite[:, None], z, 0.0)  # a flow can overflow far out: such a draw is dropped below
+    parts = [math.log(n_prior / n) + prior_logpdf(z), math.log(n_flow / n) + log_flow]
+    if adapted is not None:
+        parts.append(math.log(n_adapt / n) + jax.vmap(lambda zz: _component_logpdf(zz, *adapted, df))(z))
+    logq = jnp.where(finite, jax.nn.logsumexp(jnp.stack(parts), axis=0), -jnp.inf)
+    logp = jnp.where(finite, _values(logdensity, z, settings.eval_batch), -jnp.inf)
+    khat, ess, valid, log_w = _psis(logp, logq)
+    return z, valid, log_w, khat, ess, n_prior
+
+
 def flow_importance_sample(logdensity, flow, condition, key, settings: ImportanceSampler, n_out: int,
-                           n_starts: int) -> ImportanceResult:
+                           n_starts: int, dtype=None) -> ImportanceResult:
     """Importance sampling of one profile from an amortised flow (:mod:`soiljax.calibration._amortized`).
 
     The proposal is the defensive mixture ``prior_weight * prior + (1 -
-    prior_weight) * q(z | condition)`` of ``settings.draws`` draws, in fixed
-    numbers per component; the flow is any distribution with flowjax's
-    ``sample_and_log_prob`` and ``log_prob`` taking ``condition``.  The
-    weights are Pareto-smoothed (:func:`_psis`) and ``n_out`` draws resampled
-    as in :func:`importance_sample`.  For a fall-back: ``n_starts`` valid flow
-    draws and the weighted variances of the draws (repeated per start).
+    prior_weight) * q(z | condition)``, in fixed numbers of draws per
+    component; the flow is any distribution with flowjax's
+    ``sample_and_log_prob`` and ``log_prob`` taking ``condition``.  Then
+    ``adapt_rounds`` times (``adapt_draws`` draws each, the last ``draws``):
+    a Student t (``tail_df``) fitted to the weighted draws of the round before
+    (their mean and covariance, shrunk towards the flow draws' covariance when
+    the ESS is small) joins the mixture with the share ``(1 - prior_weight) *
+    adapted_share``; it corrects per profile what the amortised flow gets
+    wrong.  The final round's weights are Pareto-smoothed (:func:`_psis`) and
+    ``n_out`` draws resampled as in :func:`importance_sample`.  For a
+    fall-back: ``n_starts`` valid flow draws of the final round and the
+    weighted variances of its draws (repeated per start).  ``dtype``: the
+    precision of the draws and densities (default: the flow's).
     """
-    n = settings.draws
-    n_prior = int(round(settings.prior_weight * n))
-    k_flow, k_prior, k_res, k_start = jax.random.split(key, 4)
-    typed = k_flow if jax.dtypes.issubdtype(k_flow.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(k_flow)
-    z_flow, _ = flow.sample_and_log_prob(typed, (n - n_prior,), condition=condition)  # flowjax: typed keys
-    d = z_flow.shape[-1]
-    z_prior = jax.random.logistic(k_prior, (n_prior, d), dtype=z_flow.dtype)
-    z = jnp.concatenate([z_prior, z_flow], axis=0)
-    finite = jnp.all(jnp.isfinite(z), axis=1)
-    z = jnp.where(finite[:, None], z, 0.0)  # a flow can overflow far out: such a draw is dropped below
-    log_flow = jax.lax.map(lambda zz: flow.log_prob(zz, condition=condition), z, batch_size=min(settings.eval_batch, n))
-    logq = jnp.logaddexp(math.log(n_prior / n) + prior_logpdf(z), math.log((n - n_prior) / n) + log_flow)
-    logp = jnp.where(finite, _values(logdensity, z, settings.eval_batch), -jnp.inf)
-    khat, ess, valid, log_w = _psis(logp, logq)
-    idx = _systematic(k_res, log_w, n_out)
+    keys = jax.random.split(key, settings.rounds + 3)
+    adapted = None
+    for r in range(settings.rounds):
+        z, valid, log_w, khat, ess, n_prior = _flow_round(logdensity, flow, condition, keys[r],
+                                                          settings.adapt_draws, settings, adapted, dtype)
+        broad = jnp.cov(jnp.where(valid[:, None], z, 0.0)[n_prior:].T)  # the round's flow and t draws
+        mean, cov = _moments(z, log_w, ess, broad)
+        adapted = (mean, _chol(cov))
+    z, valid, log_w, khat, ess, n_prior = _flow_round(logdensity, flow, condition, keys[-3], settings.draws, settings,
+                                                      adapted, dtype)
+    idx = _systematic(keys[-2], log_w, n_out)
     w = jnp.where(valid, jnp.exp(log_w), 0.0)
     mean = w @ z
     var = w @ (z - mean) ** 2
-    score = jnp.where(valid[n_prior:], jax.random.uniform(k_start, (n - n_prior,)), -1.0)
+    d = z.shape[-1]
+    n_flow_end = settings.draws if adapted is None else z.shape[0] - int(
+        round((1.0 - settings.prior_weight) * settings.adapted_share * settings.draws))
+    score = jnp.where(valid[n_prior:n_flow_end], jax.random.uniform(keys[-1], (n_flow_end - n_prior,)), -1.0)
     _, pick = jax.lax.top_k(score, n_starts)
     return ImportanceResult(
         z=z[idx],
         pareto_k=khat,
         ess=ess,
         n_valid=jnp.sum(valid).astype(z.dtype),
-        evals=jnp.asarray(n, dtype=z.dtype),
+        evals=jnp.asarray(settings.rounds * settings.adapt_draws + settings.draws, dtype=z.dtype),
         variances=jnp.broadcast_to(var, (n_starts, d)),
-        starts=z[n_prior:][pick],
+        starts=z[n_prior:n_flow_end][pick],
     )
 
 

@@ -99,6 +99,65 @@ def recovery_statistics(post, u_true, stock_true, nse_truth=None) -> dict:
     return out
 
 
+QUALITY_TARGETS = {"mean_within_0.25_sd": 0.90, "sd_within_1.33": 0.90, "soc_quantiles_within_5pct": 0.90,
+                   "coverage90_identifiable": (0.80, 0.98)}
+"""What :func:`posterior_agreement` is held to (issue 20): shares of pairs or profiles, and a range for coverage."""
+
+
+def posterior_agreement(post, reference, u_true=None, *, rhat_reference: float = 1.01) -> dict:
+    """How well a posterior dataset agrees with a reference run of the same profiles (long NUTS chains).
+
+    Only profiles whose reference converged (every parameter's R-hat below
+    ``rhat_reference``) count.  Returns the number of profiles compared and
+    the shares that :data:`QUALITY_TARGETS` names:
+
+    - ``mean_within_0.25_sd``: (profile, parameter) pairs whose posterior mean
+      of ``u`` is within 0.25 reference sd of the reference mean;
+    - ``sd_within_1.33``: pairs whose posterior sd is within a factor 1.33 of the reference's;
+    - ``soc_quantiles_within_5pct``: profiles whose modelled SOC's 5, 50 and
+      95% quantiles are, in every layer, within 5% of the maximum over layers
+      of the reference's same quantile;
+    - ``coverage90_identifiable`` (with ``u_true``): of the pairs the reference
+      identifies (:func:`identifiable`), the share whose 90% interval covers the truth.
+    """
+    ok = np.all(reference["rhat"].values < rhat_reference, axis=1)
+    out = {"profiles": int(ok.size), "profiles_compared": int(ok.sum())}
+    if not ok.any():
+        return out
+    sd = reference["u_sd"].values[ok]
+    mean_err = np.abs(post["u_mean"].values[ok] - reference["u_mean"].values[ok]) / sd
+    sd_ratio = post["u_sd"].values[ok] / sd
+    within = []
+    for q in ("soc_q05", "soc_q50", "soc_q95"):
+        ref = reference[q].values[ok]
+        top = np.nanmax(ref, axis=1, keepdims=True)
+        err = np.abs(post[q].values[ok] - ref) / top
+        within.append(np.all(np.where(np.isfinite(ref), err <= 0.05, True), axis=1))
+    out.update({
+        "mean_within_0.25_sd": float(np.mean(mean_err < 0.25)),
+        "sd_within_1.33": float(np.mean((sd_ratio <= 1.33) & (sd_ratio >= 1 / 1.33))),
+        "soc_quantiles_within_5pct": float(np.mean(np.all(within, axis=0))),
+    })
+    if u_true is not None:
+        u_true = np.asarray(u_true)[ok]
+        ident = identifiable(reference.isel(site=np.flatnonzero(ok)))
+        inside = (post["u_q05"].values[ok] <= u_true) & (u_true <= post["u_q95"].values[ok])
+        out["identifiable_pairs"] = int(ident.sum())
+        out["coverage90_identifiable"] = float(inside[ident].mean()) if ident.any() else float("nan")
+    return out
+
+
+def meets_quality_targets(agreement: dict) -> dict:
+    """Each of :data:`QUALITY_TARGETS` in ``agreement`` (:func:`posterior_agreement`): met or not."""
+    met = {}
+    for name, target in QUALITY_TARGETS.items():
+        value = agreement.get(name)
+        if value is None or not np.isfinite(value):
+            continue
+        met[name] = bool(target[0] <= value <= target[1]) if isinstance(target, tuple) else bool(value >= target)
+    return met
+
+
 def expected_within(post, tolerance: float = 0.1) -> np.ndarray:
     """Per site, the probability that the posterior-mean stock to 1 m lies
     within ``tolerance`` (relative) of the truth *if the truth is a draw from

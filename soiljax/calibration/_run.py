@@ -30,7 +30,7 @@ from .._engine import pad_indices, padded_index, plan, run_batches
 from .._options import MIN_SAMPLES
 from .._registry import model_classes
 from ._likelihood import AbstractLikelihood, LogNormal, log_density, log_likelihood, proda_likelihood
-from ._amortized import Amortizer, evaluation_flow, load_amortizer, save_amortizer, train_amortizer
+from ._amortized import Amortizer, load_amortizer, save_amortizer, train_amortizer
 from ._importance import Auto, flow_importance_sample, importance_sample
 from ._samplers import HMC, NUTS, ProdaMetropolis, warmup_schedule
 from ._summary import RHAT_THRESHOLD, rhat_and_ess, summarize
@@ -474,7 +474,8 @@ def _flow_batch(model, likelihood, settings, flow, forcing, obs, conditions, key
     """:func:`soiljax.calibration.flow_importance_sample` of every site of a batch, vmapped."""
 
     def one(f, o, c, k):
-        return flow_importance_sample(log_density(model, likelihood, f, o), flow, c, k, settings, n_out, n_starts)
+        return flow_importance_sample(log_density(model, likelihood, f, o), flow, c, k, settings, n_out, n_starts,
+                                      dtype=f.tsoi.dtype)
 
     return jax.vmap(one)(forcing, obs, conditions, keys)
 
@@ -501,8 +502,8 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
     chains = keys.shape[1] - 1
     pkeys = _path_keys(keys, settings.paths)
     if settings.approximation == "npe":
-        res = _flow_batch(model, likelihood, settings, evaluation_flow(amortizer), forcing, obs,
-                          jnp.asarray(conditions), pkeys[:, 0], chains * samples, settings.paths)
+        res = _flow_batch(model, likelihood, settings, amortizer.flow, forcing, obs,
+                          jnp.asarray(conditions, dtype=jnp.float32), pkeys[:, 0], chains * samples, settings.paths)
         res = jax.tree_util.tree_map(np.asarray, res)
         start_ok = res.n_valid > 0
         n_start_evals = 0
