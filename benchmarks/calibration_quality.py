@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2, help="seed of the synthetic profiles (default 2)")
     parser.add_argument("--batch", type=int, default=32, help="profiles per batch of the reference run (default 32)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and result.json")
-    parser.add_argument("--only", choices=["reference", "auto"], default=None,
-                        help="run only this step (the other's file must exist to score; a finished step is kept)")
+    parser.add_argument("--only", choices=["reference", "auto", "score"], default=None,
+                        help="run only this step; the figures are scored once both runs are there")
     args = parser.parse_args(argv)
     model = soiljax.model(args.model)
     out = args.out
@@ -78,26 +78,36 @@ def main(argv=None) -> int:
         cal.write_recovery_inputs(out / "inputs", model, forcing, obs, u_true,
                                   attrs={"recipe": "recovery_profiles", "seed": args.seed, "noise": 0.1})
     n = forcing.batch_shape[0]
-    timing = {}
-    print(f"{args.model}: reference NUTS, {n} profiles x {args.reference_chains} chains x "
-          f"{args.reference_samples} draws", file=sys.stderr)
+    kept = out / "result.json"
+    result = json.loads(kept.read_text()) if kept.is_file() else {}
+    result.update({"model": args.model, "profiles": n, "seed": args.seed,
+                   "reference": f"NUTS {args.reference_chains} chains x {args.reference_samples} draws"})
+
+    def keep() -> None:
+        kept.write_text(json.dumps(result, indent=1) + "\n")
+
     if args.only in (None, "reference"):
+        print(f"{args.model}: reference NUTS, {n} profiles x {args.reference_chains} chains x "
+              f"{args.reference_samples} draws", file=sys.stderr)
         t = time.perf_counter()
         cal.calibrate(model, forcing, obs, method="nuts", chains=args.reference_chains,
                       samples=args.reference_samples, batch_size=args.batch, out=out / "reference.nc")
-        timing["reference_seconds"] = time.perf_counter() - t
-    if args.only == "reference":
+        result["reference_seconds"] = time.perf_counter() - t
+        keep()
+    if args.only in (None, "auto"):
+        print(f"{args.model}: auto, {n} profiles", file=sys.stderr)
+        (out / "auto.nc.amortizer").unlink(missing_ok=True)  # timed from scratch: the flow's training too
+        t = time.perf_counter()
+        cal.calibrate(model, forcing, obs, method="auto", out=out / "auto.nc", resume=False)
+        result["auto_seconds"] = time.perf_counter() - t
+        keep()
+    if not ((out / "reference.nc").is_file() and (out / "auto.nc").is_file()):
+        print(f"{out} lacks reference.nc or auto.nc: run the missing step (--only), then --only score",
+              file=sys.stderr)
         return 0
-    print(f"{args.model}: auto, {n} profiles", file=sys.stderr)
-    (out / "auto.nc.amortizer").unlink(missing_ok=True)  # timed from scratch: the flow's training too
-    t = time.perf_counter()
-    cal.calibrate(model, forcing, obs, method="auto", out=out / "auto.nc", resume=False)
-    timing["auto_seconds"] = time.perf_counter() - t
-    result = {"model": args.model, "profiles": n, "seed": args.seed,
-              "reference": f"NUTS {args.reference_chains} chains x {args.reference_samples} draws",
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-              **timing, **score(model, out)}
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    result.update({"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+                   **score(model, out)})
+    keep()
     print(json.dumps(result, indent=1))
     return 0
 

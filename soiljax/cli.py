@@ -813,11 +813,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from ._forcing import ForcingError
     from ._observations import ObservationError
+    from .calibration import AmortizerError
     from .io import FileFormatError
     from .learning import LearnerFileError
 
-    return (UserError, FileFormatError, ForcingError, ObservationError, LearnerFileError, FileNotFoundError,
-            PermissionError, IsADirectoryError)
+    return (UserError, FileFormatError, ForcingError, ObservationError, LearnerFileError, AmortizerError,
+            FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 _CACHED_COMMANDS = ("calibrate", "demo")

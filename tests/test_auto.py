@@ -9,6 +9,7 @@ import pytest
 from soiljax import CLM5
 from soiljax.calibration import (
     AUTO_REASONS,
+    AmortizerError,
     Auto,
     ImportanceSampler,
     calibrate,
@@ -134,10 +135,10 @@ def test_an_amortizer_is_saved_read_back_and_knows_its_domain(small_run, tmp_pat
     far = eqx_replace_inputs(far, 100.0)
     _, inside_far = amz.conditions(model, far, obs)
     assert not inside_far.any()
-    with pytest.raises(ValueError, match="trained for clm5"):
+    with pytest.raises(AmortizerError, match="trained for clm5"):
         amz.conditions(COMPAS(), forcing, obs)
     (tmp_path / "bad.amortizer").write_text("not an amortizer")
-    with pytest.raises(ValueError, match="not a soiljax amortizer"):
+    with pytest.raises(AmortizerError, match="not a soiljax amortizer"):
         load_amortizer(tmp_path / "bad.amortizer")
 
 

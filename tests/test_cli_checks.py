@@ -63,6 +63,9 @@ _REFUSED = [
     (["--sigma", "0"], "--sigma"),
     (["--method", "proda", "--warmup", "100"], "--warmup"),
     (["--chains", "1"], "--chains"),
+    (["--amortizer", "flow.amortizer"], "--method auto only"),
+    (["--approximation", "laplace"], "--method auto only"),
+    (["--method", "auto", "--approximation", "laplace", "--amortizer", "flow.amortizer"], "--approximation npe"),
 ]
 
 

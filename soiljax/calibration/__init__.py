@@ -40,6 +40,7 @@ from ._recovery import truth_nse as truth_nse
 from ._recovery import valid_truths as valid_truths
 from ._recovery import write_recovery_inputs as write_recovery_inputs
 from ._amortized import Amortizer as Amortizer
+from ._amortized import AmortizerError as AmortizerError
 from ._amortized import load_amortizer as load_amortizer
 from ._amortized import save_amortizer as save_amortizer
 from ._amortized import site_features as site_features

@@ -69,6 +69,10 @@ FILE_FORMAT = "soiljax-amortizer-1"
 """First key of a saved amortizer's header: what :func:`load_amortizer` accepts."""
 
 
+class AmortizerError(ValueError):
+    """An amortizer file cannot be read, or the amortizer does not fit the run (another model)."""
+
+
 def forcing_features(forcing: Forcing) -> np.ndarray:
     """The 17 forcing summaries of every site (site, 17); see the module docstring."""
     def layers(a):
@@ -172,7 +176,7 @@ class Amortizer(eqx.Module):
         amortizer's domain (site,).  Raises when the amortizer was trained for another model."""
         name = model_name(model)
         if name != self.model or model.n_params != self.n_params:
-            raise ValueError(f"the amortizer was trained for {self.model} ({self.n_params} parameters), not "
+            raise AmortizerError(f"the amortizer was trained for {self.model} ({self.n_params} parameters), not "
                              f"{name} ({model.n_params}); train one for this model (soiljax calibrate --method auto "
                              f"--amortizer NEW_FILE)")
         raw, fits = site_features(forcing, obs, self.noise, self.slots)
@@ -313,7 +317,7 @@ def load_amortizer(path) -> Amortizer:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ValueError(f"cannot read the amortizer {path}: {e.strerror or e}") from None
+        raise AmortizerError(f"cannot read the amortizer {path}: {e.strerror or e}") from None
     head, sep, body = raw.partition(b"\n")
     try:
         h = json.loads(head)
@@ -321,7 +325,7 @@ def load_amortizer(path) -> Amortizer:
     except (ValueError, UnicodeDecodeError):
         ok = False
     if not ok:
-        raise ValueError(f"{path} is not a soiljax amortizer ({FILE_FORMAT}); write one with soiljax calibrate "
+        raise AmortizerError(f"{path} is not a soiljax amortizer ({FILE_FORMAT}); write one with soiljax calibrate "
                          "--method auto --amortizer FILE (a FILE that does not exist yet is trained and saved)")
     nf = h["n_features"]
     zeros = np.zeros(nf)
@@ -335,9 +339,9 @@ def load_amortizer(path) -> Amortizer:
     try:
         out = eqx.tree_deserialise_leaves(_io.BytesIO(body), like)
     except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"{path}: the amortizer's weights cannot be read ({e}); train it again") from None
+        raise AmortizerError(f"{path}: the amortizer's weights cannot be read ({e}); train it again") from None
     arrays = {k: np.asarray(getattr(out, k), dtype=float) for k in ("mean", "sd", "lo", "hi")}
     return eqx.tree_at(lambda a: (a.mean, a.sd, a.lo, a.hi), out, tuple(arrays[k] for k in ("mean", "sd", "lo", "hi")))
 
 
-__all__ = ["Amortizer", "train_amortizer", "save_amortizer", "load_amortizer", "site_features", "forcing_features"]
+__all__ = ["Amortizer", "AmortizerError", "train_amortizer", "save_amortizer", "load_amortizer", "site_features", "forcing_features"]
