@@ -131,8 +131,7 @@ def test_an_amortizer_is_saved_read_back_and_knows_its_domain(small_run, tmp_pat
                                amz.flow.log_prob(z, condition=jnp.asarray(c[0], jnp.float32)), rtol=1e-6)
     assert back.digest() == amz.digest()
     # a site with a hundred times the litter input lies outside what the flow was trained on
-    far = jax.tree_util.tree_map(lambda a: a, forcing)
-    far = eqx_replace_inputs(far, 100.0)
+    far = eqx_replace_inputs(forcing, 100.0)
     _, inside_far = amz.conditions(model, far, obs)
     assert not inside_far.any()
     with pytest.raises(AmortizerError, match="trained for clm5"):

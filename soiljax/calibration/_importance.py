@@ -290,6 +290,15 @@ def _systematic(key, log_w, n: int):
     return jax.random.permutation(k2, idx)
 
 
+def _component_draws(key, mean, chol, n: int, df: float):
+    """``n`` draws of the component ``(mean, chol)``: Student t with ``df`` degrees of freedom, or normal (df 0)."""
+    eps = jax.random.normal(key, (n, mean.shape[-1]), dtype=mean.dtype)
+    if df:  # Student t: a normal divided by sqrt(chi2_df / df)
+        chi2 = 2.0 * jax.random.gamma(jax.random.fold_in(key, 1), 0.5 * df, (n,), dtype=mean.dtype)
+        eps = eps * jnp.sqrt(df / chi2)[:, None]
+    return mean + eps @ chol.T
+
+
 def _component_logpdf(z, mean, chol, df: float):
     return student_logpdf(z, Normal(mean, chol), df) if df else normal_logpdf(z, Normal(mean, chol))
 
@@ -306,11 +315,7 @@ def _round(logdensity, key, means, chols, counts: tuple[int, ...], settings: Imp
     keys = jax.random.split(key, len(counts))
     blocks = [jax.random.logistic(keys[0], (counts[0], d), dtype=means.dtype)]
     for c, m in enumerate(counts[1:]):
-        eps = jax.random.normal(keys[c + 1], (m, d), dtype=means.dtype)
-        if df:  # Student t: a normal divided by sqrt(chi2_df / df)
-            chi2 = 2.0 * jax.random.gamma(jax.random.fold_in(keys[c + 1], 1), 0.5 * df, (m,), dtype=means.dtype)
-            eps = eps * jnp.sqrt(df / chi2)[:, None]
-        blocks.append(means[c] + eps @ chols[c].T)
+        blocks.append(_component_draws(keys[c + 1], means[c], chols[c], m, df))
     z = jnp.concatenate(blocks, axis=0)
     # the whole mixture's density at every draw (fixed numbers per component: weights n_c / n)
     log_mix = jnp.log(jnp.asarray(counts[1:], dtype=means.dtype) / n)
@@ -415,7 +420,7 @@ def _flow_round(logdensity, flow, condition, key, n: int, settings: ImportanceSa
     density of its own draws comes with them (``sample_and_log_prob``); it is
     evaluated only for the other components' draws.  The draws are ordered
     prior, flow, adapted.  Returns them, the mask of valid draws, the PSIS log
-    weights, k-hat, the ESS and the number of prior draws."""
+    weights, k-hat, the ESS and the numbers of prior and flow draws."""
     n_prior = int(round(settings.prior_weight * n))
     n_adapt = 0 if adapted is None else int(round((1.0 - settings.prior_weight) * settings.adapted_share * n))
     n_flow = n - n_prior - n_adapt
@@ -427,11 +432,7 @@ def _flow_round(logdensity, flow, condition, key, n: int, settings: ImportanceSa
     others = [jax.random.logistic(k_prior, (n_prior, d), dtype=dtype)]
     df = settings.tail_df
     if adapted is not None:
-        eps = jax.random.normal(k_adapt, (n_adapt, d), dtype=dtype)
-        if df:  # Student t: a normal divided by sqrt(chi2_df / df)
-            chi2 = 2.0 * jax.random.gamma(jax.random.fold_in(k_adapt, 1), 0.5 * df, (n_adapt,), dtype=dtype)
-            eps = eps * jnp.sqrt(df / chi2)[:, None]
-        others.append(adapted[0] + eps @ adapted[1].T)
+        others.append(_component_draws(k_adapt, adapted[0].astype(dtype), adapted[1].astype(dtype), n_adapt, df))
     z_other = jnp.concatenate(others, axis=0)
     log_flow_other = jax.lax.map(lambda zz: flow.log_prob(zz.astype(z_flow.dtype), condition=condition), z_other,
                                  batch_size=min(settings.eval_batch, z_other.shape[0]))
@@ -445,7 +446,7 @@ def _flow_round(logdensity, flow, condition, key, n: int, settings: ImportanceSa
     logq = jnp.where(finite, jax.nn.logsumexp(jnp.stack(parts), axis=0), -jnp.inf)
     logp = jnp.where(finite, _values(logdensity, z, settings.eval_batch), -jnp.inf)
     khat, ess, valid, log_w = _psis(logp, logq)
-    return z, valid, log_w, khat, ess, n_prior
+    return z, valid, log_w, khat, ess, n_prior, n_flow
 
 
 def flow_importance_sample(logdensity, flow, condition, key, settings: ImportanceSampler, n_out: int,
@@ -470,20 +471,19 @@ def flow_importance_sample(logdensity, flow, condition, key, settings: Importanc
     keys = jax.random.split(key, settings.rounds + 3)
     adapted = None
     for r in range(settings.rounds):
-        z, valid, log_w, khat, ess, n_prior = _flow_round(logdensity, flow, condition, keys[r],
+        z, valid, log_w, khat, ess, n_prior, _ = _flow_round(logdensity, flow, condition, keys[r],
                                                           settings.adapt_draws, settings, adapted, dtype)
         broad = jnp.cov(jnp.where(valid[:, None], z, 0.0)[n_prior:].T)  # the round's flow and t draws
         mean, cov = _moments(z, log_w, ess, broad)
         adapted = (mean, _chol(cov))
-    z, valid, log_w, khat, ess, n_prior = _flow_round(logdensity, flow, condition, keys[-3], settings.draws, settings,
-                                                      adapted, dtype)
+    z, valid, log_w, khat, ess, n_prior, n_flow = _flow_round(logdensity, flow, condition, keys[-3], settings.draws,
+                                                              settings, adapted, dtype)
     idx = _systematic(keys[-2], log_w, n_out)
     w = jnp.where(valid, jnp.exp(log_w), 0.0)
     mean = w @ z
     var = w @ (z - mean) ** 2
     d = z.shape[-1]
-    n_flow_end = settings.draws if adapted is None else z.shape[0] - int(
-        round((1.0 - settings.prior_weight) * settings.adapted_share * settings.draws))
+    n_flow_end = n_prior + n_flow
     score = jnp.where(valid[n_prior:n_flow_end], jax.random.uniform(keys[-1], (n_flow_end - n_prior,)), -1.0)
     _, pick = jax.lax.top_k(score, n_starts)
     return ImportanceResult(
