@@ -56,6 +56,15 @@ def score(model, folder: Path) -> dict:
     }
 
 
+def floor(model, folder: Path) -> dict:
+    """Agreement of the second reference run with the first: the criteria's Monte Carlo noise floor."""
+    reference = cal.read_posterior(folder / "reference.nc")
+    second = cal.read_posterior(folder / "reference_seed1.nc")
+    _, _, u_true = cal.read_recovery_inputs(folder / "inputs", model)
+    agreement = cal.posterior_agreement(second, reference, u_true)
+    return {"agreement": agreement, "targets_met": cal.meets_quality_targets(agreement)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["clm5", "compas"], required=True)
@@ -65,7 +74,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2, help="seed of the synthetic profiles (default 2)")
     parser.add_argument("--batch", type=int, default=32, help="profiles per batch of the reference run (default 32)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and result.json")
-    parser.add_argument("--only", choices=["reference", "auto", "score"], default=None,
+    parser.add_argument("--amortizer", type=Path, default=None,
+                        help="use this trained flow (a run's POST.nc.amortizer) instead of training one; "
+                             "auto_seconds then leaves the training out")
+    parser.add_argument("--only", choices=["reference", "auto", "floor", "score"], default=None,
                         help="run only this step; the figures are scored once both runs are there")
     args = parser.parse_args(argv)
     model = soiljax.model(args.model)
@@ -96,10 +108,24 @@ def main(argv=None) -> int:
         keep()
     if args.only in (None, "auto"):
         print(f"{args.model}: auto, {n} profiles", file=sys.stderr)
-        (out / "auto.nc.amortizer").unlink(missing_ok=True)  # timed from scratch: the flow's training too
+        if args.amortizer is None:
+            (out / "auto.nc.amortizer").unlink(missing_ok=True)  # timed from scratch: the flow's training too
         t = time.perf_counter()
-        cal.calibrate(model, forcing, obs, method="auto", out=out / "auto.nc", resume=False)
+        cal.calibrate(model, forcing, obs, method="auto", out=out / "auto.nc", resume=False,
+                      amortizer=None if args.amortizer is None else cal.load_amortizer(args.amortizer))
         result["auto_seconds"] = time.perf_counter() - t
+        result["auto_timing"] = "with training" if args.amortizer is None else "trained flow given: no training"
+        keep()
+    if args.only == "floor":
+        print(f"{args.model}: second reference (seed 1) for the noise floor, {n} profiles", file=sys.stderr)
+        t = time.perf_counter()
+        cal.calibrate(model, forcing, obs, method="nuts", chains=args.reference_chains,
+                      samples=args.reference_samples, batch_size=args.batch, seed=1,
+                      out=out / "reference_seed1.nc")
+        result["floor_seconds"] = time.perf_counter() - t
+        keep()
+    if (out / "reference_seed1.nc").is_file() and (out / "reference.nc").is_file():
+        result["noise_floor"] = floor(model, out)
         keep()
     if not ((out / "reference.nc").is_file() and (out / "auto.nc").is_file()):
         print(f"{out} lacks reference.nc or auto.nc: run the missing step (--only), then --only score",

@@ -157,10 +157,22 @@ def test_auto_calibration_falls_back_where_it_must_and_resumes(small_run, tmp_pa
     importance = ImportanceSampler(draws=400)
     common = dict(chains=2, samples=20, batch_size=2, progress=False, predictive_draws=10, amortizer=amz)
 
-    # every profile fails a threshold no k-hat can pass: all fall back to NUTS, started from the approximation
+    # every profile fails a threshold no k-hat can pass: each is importance sampled once more with
+    # retry_draws (only the failing sites of the batch), then all fall back to NUTS, started from the approximation
+    real_flow_batch = run._flow_batch
+    flow_calls = []
+
+    def recording(model, likelihood, settings, flow, forcing, *args):
+        flow_calls.append((settings.draws, forcing.batch_shape[0]))
+        return real_flow_batch(model, likelihood, settings, flow, forcing, *args)
+
+    monkeypatch.setattr(run, "_flow_batch", recording)
     strict = calibrate(model, forcing, obs, method=Auto(importance=importance, khat_threshold=-1.0,
-                                                        fallback_warmup=20), **common)
+                                                        fallback_warmup=20, retry_draws=800), **common)
+    monkeypatch.setattr(run, "_flow_batch", real_flow_batch)
     n = strict.sizes["site"]
+    assert n == 3 and flow_calls == [(400, 2), (800, 2), (400, 2), (800, 1)]  # batches of 2: the last has one site
+    assert np.all(strict["model_evals"].values > 400 + 800)
     assert list(strict["method_used"].values) == ["nuts"] * n
     assert set(strict["fallback_reason"].values) <= {"pareto_k", "no_valid_start"}
     # R-hat is computed for profiles that fell back (inf where a short chain never moved), k-hat for all

@@ -512,7 +512,11 @@ class Auto(eqx.Module):
     With the ``"npe"`` approximation, ``calibrate`` trains the flow on
     ``simulations`` prior simulations at the run's sites for at most
     ``max_epochs`` epochs (:func:`~soiljax.calibration.train_amortizer`),
-    unless ``calibrate(amortizer=...)`` gives one.
+    unless ``calibrate(amortizer=...)`` gives one.  A profile whose first
+    importance sampling fails either check is sampled once more from the flow
+    with ``retry_draws`` draws (0: no second try) before it falls back: more
+    draws raise the ESS in proportion and settle a k-hat near the threshold,
+    for a few percent of a NUTS run's cost (measured: ``benchmarks/README.md``).
     """
 
     importance: ImportanceSampler = ImportanceSampler()
@@ -522,7 +526,10 @@ class Auto(eqx.Module):
     fallback_warmup: int = 200
     simulations: int = 100_000
     max_epochs: int = 60
+    retry_draws: int = 16_000
 
     def __check_init__(self):
         if self.fallback_warmup < 0:
             raise ValueError(f"fallback_warmup={self.fallback_warmup} must be >= 0")
+        if self.retry_draws < 0:
+            raise ValueError(f"retry_draws={self.retry_draws} must be >= 0 (0: no second importance sampling)")

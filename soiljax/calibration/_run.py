@@ -485,6 +485,13 @@ def _path_keys(keys, paths: int):
     return jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, 0x5EED), paths + 1))(keys[:, 0])
 
 
+def _put(a: np.ndarray, idx: np.ndarray, values) -> np.ndarray:
+    """A copy of ``a`` with rows ``idx`` replaced by ``values``."""
+    a = np.array(a)
+    a[idx] = values
+    return a
+
+
 AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start", "outside_amortizer")
 """``fallback_reason`` values of ``method="auto"``: empty where importance sampling was accepted."""
 
@@ -515,11 +522,30 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
         n_start_evals = settings.paths * N_START_CANDIDATES
         in_domain = np.ones(n_site, bool)
     bar(1)
+
+    def reasons(res):
+        return np.where(~np.asarray(in_domain, bool), "outside_amortizer",
+                        np.where(~start_ok, "no_valid_start",
+                                 np.where(~(res.pareto_k < auto.khat_threshold), "pareto_k",
+                                          np.where(~(res.ess >= auto.min_ess), "ess", ""))))
+
+    reason = reasons(res)
+    retry = np.flatnonzero(np.isin(reason, ("pareto_k", "ess")) & (np.arange(n_site) < m))
+    if settings.approximation == "npe" and auto.retry_draws and retry.size:
+        # a second, larger importance sampling from the flow for the profiles that failed a check
+        n_dev = 1 if sharding is None else sharding.mesh.devices.size
+        idx = pad_indices(retry, _subset_size(retry.size, n_dev))
+        more = _flow_batch(model, likelihood, dataclasses.replace(settings, draws=auto.retry_draws),
+                           amortizer.flow, *jax.tree_util.tree_map(lambda x: x[idx], (forcing, obs)),
+                           jnp.asarray(conditions[idx], dtype=jnp.float32),
+                           jax.vmap(lambda k: jax.random.fold_in(k, 1))(pkeys[idx, 0]), chains * samples,
+                           settings.paths)
+        more = jax.tree_util.tree_map(lambda x: np.asarray(x)[:retry.size], more)
+        res = res._replace(**{name: _put(getattr(res, name), retry, getattr(more, name))
+                              for name in res._fields if name != "evals"},
+                           evals=_put(res.evals, retry, res.evals[retry] + more.evals))
+        reason = reasons(res)
     khat, ess = res.pareto_k, res.ess
-    reason = np.where(~np.asarray(in_domain, bool), "outside_amortizer",
-                      np.where(~start_ok, "no_valid_start",
-                               np.where(~(khat < auto.khat_threshold), "pareto_k",
-                                        np.where(~(ess >= auto.min_ess), "ess", ""))))
     fallback = (reason != "") & (np.arange(n_site) < m)
     d = res.z.shape[-1]
     u = np.array(jax.nn.sigmoid(res.z)).reshape(n_site, chains, samples, d)
