@@ -3,7 +3,9 @@ their own figures.
 
 Each folder holds the long NUTS reference (``reference.nc``), the ``auto``
 posterior (``auto.nc``), the synthetic profiles (``inputs/``) and the figures
-``benchmarks/calibration_quality.py`` printed (``result.json``).  Scoring the
+``benchmarks/calibration_quality.py`` printed (``result.json``); where it also
+holds a second reference run with another seed (``reference_seed1.nc``), its
+agreement with the first (the criteria's noise floor) is scored again too.  Scoring the
 two posterior files again fails when the criteria drift from what the run
 used, or when the files no longer match each other.
 """
@@ -40,6 +42,11 @@ def test_kept_quality_run_reproduces_its_figures(folder):
     assert np.mean(auto["method_used"].values == "nuts") == pytest.approx(saved["fallback_share"])
     # what the file says of each profile is consistent: fell back exactly where a reason is given
     np.testing.assert_array_equal(auto["method_used"].values == "nuts", auto["fallback_reason"].values != "")
+    if (folder / "reference_seed1.nc").is_file():  # the noise floor: a second reference against the first
+        second = cal.read_posterior(folder / "reference_seed1.nc")
+        floor = cal.posterior_agreement(second, reference, u_true)
+        for key, value in floor.items():
+            assert value == pytest.approx(saved["noise_floor"]["agreement"][key], rel=1e-9, nan_ok=True), key
 
 
 def test_posterior_agreement_counts_only_converged_references():
@@ -61,8 +68,9 @@ def test_posterior_agreement_counts_only_converged_references():
     got = cal.posterior_agreement(post, ref)
     assert got["profiles_compared"] == 1
     assert got["mean_within_0.25_sd"] == 0.5 and got["sd_within_1.33"] == 1.0
-    assert got["soc_quantiles_within_5pct"] == 1.0
+    assert got["soc_quantiles_within_5pct"] == 1.0 and got["soc_q95_within_5pct"] == 1.0
     post["soc_q05"][0, 0] = 1.2  # 10% of the maximum 2
-    assert cal.posterior_agreement(post, ref)["soc_quantiles_within_5pct"] == 0.0
+    got = cal.posterior_agreement(post, ref)
+    assert got["soc_quantiles_within_5pct"] == got["soc_q05_within_5pct"] == 0.0 and got["soc_q50_within_5pct"] == 1.0
     assert cal.meets_quality_targets({"mean_within_0.25_sd": 0.95, "coverage90_identifiable": 0.99}) == {
         "mean_within_0.25_sd": True, "coverage90_identifiable": False}

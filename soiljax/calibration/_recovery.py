@@ -116,7 +116,7 @@ def posterior_agreement(post, reference, u_true=None, *, rhat_reference: float =
     - ``sd_within_1.33``: pairs whose posterior sd is within a factor 1.33 of the reference's;
     - ``soc_quantiles_within_5pct``: profiles whose modelled SOC's 5, 50 and
       95% quantiles are, in every layer, within 5% of the maximum over layers
-      of the reference's same quantile;
+      of the reference's same quantile (and ``soc_q05_within_5pct`` etc., each quantile alone);
     - ``coverage90_identifiable`` (with ``u_true``): of the pairs the reference
       identifies (:func:`identifiable`), the share whose 90% interval covers the truth.
     """
@@ -133,6 +133,7 @@ def posterior_agreement(post, reference, u_true=None, *, rhat_reference: float =
         top = np.nanmax(ref, axis=1, keepdims=True)
         err = np.abs(post[q].values[ok] - ref) / top
         within.append(np.all(np.where(np.isfinite(ref), err <= 0.05, True), axis=1))
+        out[f"{q}_within_5pct"] = float(np.mean(within[-1]))
     out.update({
         "mean_within_0.25_sd": float(np.mean(mean_err < 0.25)),
         "sd_within_1.33": float(np.mean((sd_ratio <= 1.33) & (sd_ratio >= 1 / 1.33))),

@@ -849,8 +849,8 @@ def calibrate(
     adaptation, then NUTS with the model's tree-depth cap,
     :data:`~soiljax.calibration.DEFAULT_DOUBLINGS`), ``"hmc"`` (fixed-length
     HMC), ``"auto"`` (experimental, not yet the default: importance sampling
-    from a Laplace approximation with PSIS, NUTS for the profiles whose k-hat
-    or ESS fails; see :class:`~soiljax.calibration.Auto` and
+    from an amortised flow trained on prior simulations at these sites (``amortizer``)
+    with PSIS, NUTS for the profiles whose k-hat or ESS fails; see :class:`~soiljax.calibration.Auto` and
     :func:`auto_variables` for the variables it adds), ``"proda"`` (PRODA's
     random walk + adaptive Metropolis with its annealed acceptance rule and
     PRODA's costs; ``warmup``/``samples`` do not apply, the sampler object
