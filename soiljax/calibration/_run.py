@@ -480,6 +480,28 @@ def _flow_batch(model, likelihood, settings, flow, forcing, obs, conditions, key
     return jax.vmap(one)(forcing, obs, conditions, keys)
 
 
+FLOW_DRAWS_PER_CALL = 1 << 18
+"""Importance draws from the flow computed in one compiled call at most (profiles x draws).  The
+flow's intermediate arrays grow with both: 128 profiles x 16,000 draws in one call asked for 29 GB."""
+
+
+def _flow_sites(model, likelihood, settings, flow, forcing, obs, conditions, keys, n_out: int, n_starts: int):
+    """:func:`_flow_batch` over the sites of ``forcing``, in chunks of a power-of-two number of sites
+    small enough for :data:`FLOW_DRAWS_PER_CALL`; returns numpy arrays, one row per site."""
+    n = forcing.batch_shape[0]
+    per_call = 1 << max(0, (FLOW_DRAWS_PER_CALL // settings.draws).bit_length() - 1)
+    size = min(per_call, _subset_size(n, 1))
+    conditions = np.asarray(conditions, dtype=np.float32)
+    parts = []
+    for lo in range(0, n, size):
+        hi = min(n, lo + size)
+        idx = pad_indices(np.arange(lo, hi), size)
+        res = _flow_batch(model, likelihood, settings, flow, *jax.tree_util.tree_map(lambda x: x[idx], (forcing, obs)),
+                          jnp.asarray(conditions[idx]), keys[idx], n_out, n_starts)
+        parts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[: hi - lo], res))
+    return jax.tree_util.tree_map(lambda *x: np.concatenate(x), *parts)
+
+
 def _path_keys(keys, paths: int):
     """Keys for the paths' starting points, derived from each site's start key (site, paths + 1, 2)."""
     return jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, 0x5EED), paths + 1))(keys[:, 0])
@@ -491,6 +513,15 @@ def _put(a: np.ndarray, idx: np.ndarray, values) -> np.ndarray:
     a[idx] = values
     return a
 
+
+DEFAULT_BATCH_SIZE = 128
+"""Profiles sampled together by ``calibrate`` with MCMC, unless ``batch_size`` says otherwise."""
+
+AUTO_BATCH_SIZE = 512
+"""Profiles per batch of ``method="auto"`` unless ``batch_size`` says otherwise.  Larger than
+MCMC's: the profiles of a batch that fall back to NUTS are sampled together, and one NUTS batch
+takes about as long for 8 profiles as for 64, so fewer, larger batches cut the fall-back's cost
+(``benchmarks/README.md``, "Calibration at scale")."""
 
 AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start", "outside_amortizer")
 """``fallback_reason`` values of ``method="auto"``: empty where importance sampling was accepted."""
@@ -509,9 +540,8 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
     chains = keys.shape[1] - 1
     pkeys = _path_keys(keys, settings.paths)
     if settings.approximation == "npe":
-        res = _flow_batch(model, likelihood, settings, amortizer.flow, forcing, obs,
-                          jnp.asarray(conditions, dtype=jnp.float32), pkeys[:, 0], chains * samples, settings.paths)
-        res = jax.tree_util.tree_map(np.asarray, res)
+        res = _flow_sites(model, likelihood, settings, amortizer.flow, forcing, obs, conditions, pkeys[:, 0],
+                          chains * samples, settings.paths)
         start_ok = res.n_valid > 0
         n_start_evals = 0
     else:
@@ -533,14 +563,10 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
     retry = np.flatnonzero(np.isin(reason, ("pareto_k", "ess")) & (np.arange(n_site) < m))
     if settings.approximation == "npe" and auto.retry_draws and retry.size:
         # a second, larger importance sampling from the flow for the profiles that failed a check
-        n_dev = 1 if sharding is None else sharding.mesh.devices.size
-        idx = pad_indices(retry, _subset_size(retry.size, n_dev))
-        more = _flow_batch(model, likelihood, dataclasses.replace(settings, draws=auto.retry_draws),
-                           amortizer.flow, *jax.tree_util.tree_map(lambda x: x[idx], (forcing, obs)),
-                           jnp.asarray(conditions[idx], dtype=jnp.float32),
-                           jax.vmap(lambda k: jax.random.fold_in(k, 1))(pkeys[idx, 0]), chains * samples,
-                           settings.paths)
-        more = jax.tree_util.tree_map(lambda x: np.asarray(x)[:retry.size], more)
+        more = _flow_sites(model, likelihood, dataclasses.replace(settings, draws=auto.retry_draws),
+                           amortizer.flow, *jax.tree_util.tree_map(lambda x: x[retry], (forcing, obs)),
+                           np.asarray(conditions)[retry], jax.vmap(lambda k: jax.random.fold_in(k, 1))(pkeys[retry, 0]),
+                           chains * samples, settings.paths)
         res = res._replace(**{name: _put(getattr(res, name), retry, getattr(more, name))
                               for name in res._fields if name != "evals"},
                            evals=_put(res.evals, retry, res.evals[retry] + more.evals))
@@ -827,7 +853,7 @@ def calibrate(
     warmup: int | None = None,
     samples: int = 500,
     extend: int | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     seed: int = 0,
     out=None,
     resume: bool = True,
@@ -866,7 +892,8 @@ def calibrate(
     :func:`sample_gradient`).  It defaults to the model's ``default_extend``
     (:data:`DEFAULT_EXTEND`); ``extend=0`` turns it off.
 
-    ``batch_size`` profiles at most are sampled together (each with ``chains``
+    ``batch_size`` profiles at most are sampled together (default
+    :data:`DEFAULT_BATCH_SIZE`, or :data:`AUTO_BATCH_SIZE` for ``"auto"``; each with ``chains``
     chains; the sites are spread evenly over ``ceil(n / batch_size)``
     batches, see :func:`even_batch_size`); with ``out`` every finished batch is written to a part file
     next to ``out`` and a rerun with the same inputs resumes.  ``mesh``
@@ -913,6 +940,10 @@ def calibrate(
 
         n_dev = mesh.devices.size
         sharding = NamedSharding(mesh, PartitionSpec("site"))
+    if batch_size is None:
+        batch_size = AUTO_BATCH_SIZE if auto else DEFAULT_BATCH_SIZE
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a whole number >= 1")
     batch_size = even_batch_size(n, batch_size, n_dev)
     # auto: one unit for the importance sampling of a batch; a fall-back adds its iterations as it starts
     iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else 1 if auto else warmup + samples
