@@ -289,10 +289,10 @@ def _add_calibrate(sub) -> None:
                    help="nuts/hmc: a profile whose mean R-hat is still >= 1.05 continues its chains for up to N more "
                         "rounds of --samples iterations, its draws thinned back to --samples (default: 0 for CLM5, "
                         "3 for COMPAS; 0 turns it off)")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=int, default=128,
                    help="profiles sampled together, at most, and saved per part file; the profiles are spread evenly "
-                        "over ceil(profiles / N) batches (default 128, or 512 for --method auto; on a CPU, 32 ran "
-                        "CLM5's NUTS fastest per core, see benchmarks/README.md)")
+                        "over ceil(profiles / N) batches (default 128; on a CPU, 32 ran CLM5's NUTS fastest per "
+                        "core, see benchmarks/README.md)")
     _add_cluster(p, "batches computed at a time, each by a Dask worker process pinned to its share of the CPU "
                     "cores (default 1: in this process; on a CPU machine give one per core)")
     p.add_argument("--likelihood", choices=_LIKELIHOODS, default="default",
@@ -321,7 +321,7 @@ def _check_calibrate(args) -> None:
     """Refuse bad or inapplicable options before anything is read or compiled."""
     _check_cluster(args)
     for flag in ("chains", "samples", "batch"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+        if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.chains < 2:
         raise UserError("--chains must be at least 2: R-hat compares chains (PRODA uses 3)")

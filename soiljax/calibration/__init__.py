@@ -49,9 +49,7 @@ from ._importance import Auto as Auto
 from ._importance import flow_importance_sample as flow_importance_sample
 from ._importance import ImportanceSampler as ImportanceSampler
 from ._importance import importance_sample as importance_sample
-from ._run import AUTO_BATCH_SIZE as AUTO_BATCH_SIZE
 from ._run import AUTO_REASONS as AUTO_REASONS
-from ._run import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from ._run import DEFAULT_EXTEND as DEFAULT_EXTEND
 from ._run import DEFAULT_WARMUP as DEFAULT_WARMUP
 from ._run import METHODS as METHODS

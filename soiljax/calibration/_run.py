@@ -514,15 +514,6 @@ def _put(a: np.ndarray, idx: np.ndarray, values) -> np.ndarray:
     return a
 
 
-DEFAULT_BATCH_SIZE = 128
-"""Profiles sampled together by ``calibrate`` with MCMC, unless ``batch_size`` says otherwise."""
-
-AUTO_BATCH_SIZE = 512
-"""Profiles per batch of ``method="auto"`` unless ``batch_size`` says otherwise.  Larger than
-MCMC's: the profiles of a batch that fall back to NUTS are sampled together, and one NUTS batch
-takes about as long for 8 profiles as for 64, so fewer, larger batches cut the fall-back's cost
-(``benchmarks/README.md``, "Calibration at scale")."""
-
 AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start", "outside_amortizer")
 """``fallback_reason`` values of ``method="auto"``: empty where importance sampling was accepted."""
 
@@ -853,7 +844,7 @@ def calibrate(
     warmup: int | None = None,
     samples: int = 500,
     extend: int | None = None,
-    batch_size: int | None = None,
+    batch_size: int = 128,
     seed: int = 0,
     out=None,
     resume: bool = True,
@@ -892,8 +883,7 @@ def calibrate(
     :func:`sample_gradient`).  It defaults to the model's ``default_extend``
     (:data:`DEFAULT_EXTEND`); ``extend=0`` turns it off.
 
-    ``batch_size`` profiles at most are sampled together (default
-    :data:`DEFAULT_BATCH_SIZE`, or :data:`AUTO_BATCH_SIZE` for ``"auto"``; each with ``chains``
+    ``batch_size`` profiles at most are sampled together (each with ``chains``
     chains; the sites are spread evenly over ``ceil(n / batch_size)``
     batches, see :func:`even_batch_size`); with ``out`` every finished batch is written to a part file
     next to ``out`` and a rerun with the same inputs resumes.  ``mesh``
@@ -940,10 +930,6 @@ def calibrate(
 
         n_dev = mesh.devices.size
         sharding = NamedSharding(mesh, PartitionSpec("site"))
-    if batch_size is None:
-        batch_size = AUTO_BATCH_SIZE if auto else DEFAULT_BATCH_SIZE
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a whole number >= 1")
     batch_size = even_batch_size(n, batch_size, n_dev)
     # auto: one unit for the importance sampling of a batch; a fall-back adds its iterations as it starts
     iters_per_batch = (sampler.num_random_walk + sampler.num_adaptive) if proda else 1 if auto else warmup + samples
