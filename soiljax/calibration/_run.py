@@ -495,7 +495,7 @@ def _flow_sites(model, likelihood, settings, flow, forcing, obs, conditions, key
     parts = []
     for lo in range(0, n, size):
         hi = min(n, lo + size)
-        idx = pad_indices(np.arange(lo, hi), size)
+        idx = padded_index(lo, hi, size)
         res = _flow_batch(model, likelihood, settings, flow, *jax.tree_util.tree_map(lambda x: x[idx], (forcing, obs)),
                           jnp.asarray(conditions[idx]), keys[idx], n_out, n_starts)
         parts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[: hi - lo], res))
