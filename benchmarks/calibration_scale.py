@@ -69,9 +69,11 @@ def run_model(name: str, n: int, n_nuts: int, out: Path, seed: int) -> dict:
     row["fallback_reasons"] = {r: int(np.sum(reasons == r)) for r in sorted(set(reasons)) if r}
     row["pareto_k_quantiles"] = [float(q) for q in np.quantile(auto["pareto_k"].values, [0.1, 0.5, 0.9])]
     row["auto_accepted"] = float(auto["accepted"].mean())
-    flow_info = dict(cal.load_amortizer(out / f"{name}_auto.nc.amortizer").info)
-    row["flow_training_seconds"] = flow_info["simulate_s"] + flow_info["fit_s"]  # part of auto_seconds
-    row["flow_epochs"] = flow_info["epochs"]
+    flow_file = out / f"{name}_auto.nc.amortizer"
+    if flow_file.is_file():  # absent where the run was too small to train a flow (Auto's min_profiles)
+        flow_info = dict(cal.load_amortizer(flow_file).info)
+        row["flow_training_seconds"] = flow_info["simulate_s"] + flow_info["fit_s"]  # part of auto_seconds
+        row["flow_epochs"] = flow_info["epochs"]
     if n_nuts:
         t = time.perf_counter()
         nuts = cal.calibrate(model, forcing[:n_nuts], obs[:n_nuts], method="nuts", out=out / f"{name}_nuts.nc",

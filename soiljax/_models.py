@@ -125,8 +125,9 @@ class AbstractSoilModel(eqx.Module):
     Class variables: ``name`` (how :func:`soiljax.model`, the command line and
     learners name the model), the parameter ``space``, the ``pool_names``, the ``soc_pools`` that
     make up the observable, and the model's calibration defaults
-    (``default_warmup``, ``default_max_doublings``, ``default_extend``, read by
-    :func:`soiljax.calibration.calibrate` when they are not given).
+    (``default_warmup``, ``default_max_doublings``, ``default_extend``,
+    ``default_auto_min_profiles``, read by :func:`soiljax.calibration.calibrate`
+    when they are not given).
     """
 
     bedrock: eqx.AbstractVar[str]
@@ -138,6 +139,7 @@ class AbstractSoilModel(eqx.Module):
     default_warmup: eqx.AbstractClassVar[int]
     default_max_doublings: eqx.AbstractClassVar[int]
     default_extend: eqx.AbstractClassVar[int]
+    default_auto_min_profiles: eqx.AbstractClassVar[int]
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -292,6 +294,14 @@ class CLM5(AbstractSoilModel):
 
     None: CLM5 meets PRODA's R-hat rule for 97-98% of profiles without them,
     and another compiled program per worker would add to its time."""
+    default_auto_min_profiles: ClassVar[int] = 200
+    """Fewest profiles for which ``calibrate(method="auto")`` trains its flow when none is given
+    (:class:`soiljax.calibration.Auto`); smaller runs are sampled by NUTS.
+
+    Measured on two cores (benchmarks/README.md, 2,000 CLM5 profiles):
+    training the flow costs about 250 s, NUTS about 2.4 s per profile and
+    auto about 0.7 s per profile after training, so auto pays from about
+    150 profiles on."""
 
     def operators(self, u, forcing: Forcing) -> CLM5Operators:
         u = self._check_u(u)
@@ -556,6 +566,13 @@ class COMPAS(AbstractSoilModel):
     profiles that fail PRODA's R-hat rule after 500 draws mostly mix slowly
     rather than sit in separate modes, and longer chains pass (the rule went
     from 90% to 97% of 60 profiles, for 41% more wall time)."""
+    default_auto_min_profiles: ClassVar[int] = 16
+    """Fewest profiles for which ``calibrate(method="auto")`` trains its flow when none is given
+    (:class:`soiljax.calibration.Auto`); smaller runs are sampled by NUTS.
+
+    COMPAS's NUTS costs about 28 s per profile on two cores (57 core-seconds,
+    benchmarks/README.md) and training its flow a few minutes, so the flow pays
+    from a few tens of profiles on (benchmarks/README.md, issue 20's COMPAS run)."""
 
     def _theta(self, u):
         u = self._check_u(u)

@@ -269,10 +269,12 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--forcing", required=True, metavar="F.nc", help="forcing file (site, month, layer)")
     p.add_argument("--obs", required=True, metavar="OBS.nc", help="observation file: depth (m), soc (gC m-3) on (site, obs)")
     p.add_argument("--out", required=True, metavar="POST.nc", help="posterior file to write")
-    p.add_argument("--method", choices=["auto", "hmc", "nuts", "proda"], default="nuts",
-                   help="sampler: NUTS (default), fixed-length HMC, PRODA's random walk + adaptive Metropolis, or "
-                        "auto (experimental: importance sampling from an amortised neural posterior, PSIS k-hat "
-                        "per profile, NUTS for the profiles that fail it)")
+    p.add_argument("--method", choices=["auto", "hmc", "nuts", "proda"], default="auto",
+                   help="sampler: auto (default: importance sampling from an amortised neural posterior trained on "
+                        "these sites, PSIS k-hat and ESS per profile, NUTS for the profiles that fail them; with "
+                        "fewer profiles than repay the flow's training (200 for CLM5, 16 for COMPAS) and no "
+                        "--amortizer, NUTS for all), NUTS, fixed-length HMC, or PRODA's random walk + adaptive "
+                        "Metropolis")
     p.add_argument("--amortizer", default=None, metavar="FILE",
                    help="--method auto: the trained flow to propose from; a FILE that exists is reused (profiles "
                         "outside its training domain fall back to NUTS), one that does not is trained on these "
@@ -282,7 +284,8 @@ def _add_calibrate(sub) -> None:
                         "(default: the amortised flow), laplace or pathfinder (per profile, from L-BFGS paths)")
     p.add_argument("--chains", type=int, default=3, help="chains per profile (default 3)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="adaptation iterations per chain (default: 400 for CLM5, 800 for COMPAS)")
+                   help="adaptation iterations per chain (default: 400 for CLM5, 800 for COMPAS; 200 for the "
+                        "fall-back of --method auto, which starts from the flow's draws)")
     p.add_argument("--samples", type=int, default=500,
                    help="draws kept per chain (default 500; for --method proda the kept draws are thinned to this)")
     p.add_argument("--extend", type=int, default=None, metavar="N",
@@ -441,7 +444,11 @@ def _run_calibrate(args) -> int:
         f"median max R-hat {float(ds['rhat_max'].median()):.3f}"
         + (f"; {int((ds['thinning'] > 1).sum())} extended for R-hat" if "thinning" in ds else "")
     )
-    if "method_used" in ds:  # method auto: how many profiles importance sampling served
+    if "method_used" in ds and (ds["fallback_reason"] == "few_profiles").all():
+        print(f"auto: {n_f} profiles are too few to repay training a flow (model default "
+              f"{type(model).default_auto_min_profiles}; give --amortizer FILE to use a trained one): all were "
+              "sampled by NUTS, as --method nuts samples them")
+    elif "method_used" in ds:  # method auto: how many profiles importance sampling served
         n_is = int((ds["method_used"] == "importance").sum())
         print(f"auto: {n_is} of {n_f} profiles importance sampled (accepted: k-hat < 0.7), {n_f - n_is} fell back "
               f"to NUTS (PRODA's filter applies to them); median k-hat {float(ds['pareto_k'].median()):.2f}")

@@ -206,7 +206,8 @@ def test_auto_calibration_falls_back_where_it_must_and_resumes(small_run, tmp_pa
         return real(*args, **kwargs)
 
     out = tmp_path / "post.nc"
-    own = Auto(importance=importance, khat_threshold=np.inf, min_ess=0.0, simulations=4000, max_epochs=2)
+    own = Auto(importance=importance, khat_threshold=np.inf, min_ess=0.0, simulations=4000, max_epochs=2,
+               min_profiles=1)  # 3 profiles: train a flow although so few would not repay it
     common.pop("amortizer")
     monkeypatch.setattr(run, "_sample_auto", stop_after_one)
     with pytest.raises(KeyboardInterrupt):
@@ -220,3 +221,29 @@ def test_auto_calibration_falls_back_where_it_must_and_resumes(small_run, tmp_pa
     for name in ("u_mean", "u_sd", "pareto_k", "ess_is"):
         np.testing.assert_allclose(resumed[name].values, uninterrupted[name].values, rtol=1e-12)
     assert list(resumed["method_used"].values) == ["importance"] * n
+
+
+@pytest.mark.slow  # compiles NUTS for CLM5: ~1 minute
+def test_the_default_method_on_few_profiles_is_nuts_without_a_flow(small_run, monkeypatch):
+    import soiljax.calibration._run as run
+
+    model, forcing, obs, _ = small_run
+    assert forcing.batch_shape[0] < CLM5.default_auto_min_profiles
+    monkeypatch.setattr(run, "train_amortizer", lambda *a, **k: pytest.fail("trained a flow for 3 profiles"))
+    common = dict(chains=2, warmup=20, samples=20, batch_size=2, progress=False, predictive_draws=10)
+    default = calibrate(model, forcing, obs, **common)
+    nuts = calibrate(model, forcing, obs, method="nuts", **common)
+    assert default.attrs["method"] == "auto" and nuts.attrs["method"] == "nuts"
+    # every profile is sampled as method="nuts" samples it: the same draws
+    for name in ("u_mean", "u_sd", "rhat", "ess", "nse", "accepted", "soc_q50", "model_evals"):
+        np.testing.assert_array_equal(default[name].values, nuts[name].values)
+    assert list(default["method_used"].values) == ["nuts"] * 3
+    assert list(default["fallback_reason"].values) == ["few_profiles"] * 3 and "few_profiles" in AUTO_REASONS
+    assert default["pareto_k"].isnull().all() and default["ess_is"].isnull().all()
+    # with a trained flow given, or a lower threshold, the same few profiles are importance sampled
+    assert not run._auto_skips_flow(Auto(), model, 3, amortizer=small_run[3])
+    assert not run._auto_skips_flow(Auto(min_profiles=3), model, 3, amortizer=None)
+    assert run._auto_skips_flow(Auto(min_profiles=4), model, 3, amortizer=None)
+    assert not run._auto_skips_flow(Auto(importance=ImportanceSampler(approximation="laplace")), model, 3, None)
+    with pytest.raises(ValueError, match="min_profiles"):
+        Auto(min_profiles=-1)

@@ -147,8 +147,8 @@ def test_calibrate_command_writes_the_posterior(obs_files, tmp_path, capsys):
     f, o = obs_files
     out = tmp_path / "post.nc"
     argv = ["calibrate", "--model", "clm5", "--forcing", str(f), "--obs", str(o), "--out", str(out),
-            "--warmup", "30", "--samples", "20", "--batch", "2", "--keep-draws", "5", "--extend", "1",
-            "--no-progress"]
+            "--method", "nuts", "--warmup", "30", "--samples", "20", "--batch", "2", "--keep-draws", "5",
+            "--extend", "1", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "accepted by PRODA's filter" in printed and "with PRODA's Gelman-Rubin R-hat" in printed
@@ -167,6 +167,14 @@ def test_calibrate_command_writes_the_posterior(obs_files, tmp_path, capsys):
     assert post["draws_u"].shape == (4, 3, 5, sj.CLM5_SPACE.size)
     assert post.attrs["method"] == "nuts" and post.attrs["model"] == "CLM5"
     assert not (tmp_path / "post.nc.parts").exists()
+
+    # the default method, auto, samples 4 profiles by NUTS (too few to train a flow for): the same posterior
+    default_out = tmp_path / "post_default.nc"
+    assert main([a if a != str(out) else str(default_out) for a in argv if a not in ("--method", "nuts")]) == 0
+    assert "too few to repay training a flow" in capsys.readouterr().out
+    default = xr.open_dataset(default_out)
+    assert default.attrs["method"] == "auto" and set(default["fallback_reason"].values) == {"few_profiles"}
+    np.testing.assert_array_equal(default["u_mean"].values, post["u_mean"].values)
 
 
 def test_calibrate_command_user_errors(obs_files, forcing_file, tmp_path, capsys):

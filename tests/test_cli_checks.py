@@ -63,8 +63,8 @@ _REFUSED = [
     (["--sigma", "0"], "--sigma"),
     (["--method", "proda", "--warmup", "100"], "--warmup"),
     (["--chains", "1"], "--chains"),
-    (["--amortizer", "flow.amortizer"], "--method auto only"),
-    (["--approximation", "laplace"], "--method auto only"),
+    (["--method", "nuts", "--amortizer", "flow.amortizer"], "--method auto only"),
+    (["--method", "hmc", "--approximation", "laplace"], "--method auto only"),
     (["--method", "auto", "--approximation", "laplace", "--amortizer", "flow.amortizer"], "--approximation npe"),
 ]
 
@@ -143,9 +143,21 @@ def test_sigma_alone_sets_the_default_lognormal_error(files, tmp_path, monkeypat
             "--out", str(tmp_path / "p.nc"), "--sigma", "0.3"]
     assert main(argv) == 130
     assert isinstance(seen["likelihood"], cal.LogNormal) and seen["likelihood"].sigma == 0.3
+    assert isinstance(seen["method"], cal.Auto)  # the default method
     assert main(argv[:-2] + ["--method", "hmc", "--steps", "7", "--likelihood", "gaussian"]) == 130
     assert isinstance(seen["likelihood"], cal.Gaussian) and seen["likelihood"].rel_sigma == 0.1
     assert seen["method"].num_integration_steps == 7
+
+
+def test_calibrate_help_names_each_models_auto_threshold(capsys):
+    from soiljax.cli import build_parser
+    from soiljax._registry import model_classes
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["calibrate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for cls in model_classes():
+        assert f"{cls.default_auto_min_profiles} for {cls.__name__}" in text
 
 
 def test_library_samplers_refuse_empty_trajectories():

@@ -1,12 +1,14 @@
 """Site-level Bayesian calibration of CLM5 and COMPAS (PRODA's data assimilation).
 
-``calibrate(model, forcing, obs, method="nuts")`` samples the posterior of
-every observed profile's parameters, all profiles and chains at once, and
-returns an :class:`xarray.Dataset` of posterior summaries and diagnostics
-(names in :mod:`soiljax.calibration._summary`).  ``method="auto"``
-(experimental) importance-samples each profile from an approximation (by
-default an amortised neural posterior, :mod:`soiljax.calibration._amortized`)
-and falls back to NUTS where PSIS's k-hat fails (:mod:`soiljax.calibration._importance`).  The pieces are public so
+``calibrate(model, forcing, obs)`` samples the posterior of every observed
+profile's parameters, all profiles and chains at once, and returns an
+:class:`xarray.Dataset` of posterior summaries and diagnostics (names in
+:mod:`soiljax.calibration._summary`).  Its default ``method="auto"``
+importance-samples each profile from an approximation (by default an
+amortised neural posterior, :mod:`soiljax.calibration._amortized`) and falls
+back to NUTS where PSIS's k-hat or the ESS fails
+(:mod:`soiljax.calibration._importance`); runs too small to repay training
+the flow use NUTS throughout, as ``method="nuts"`` does.  The pieces are public so
 that a notebook can use them one by one: the likelihoods, the per-profile
 log density :func:`log_density` (a plain JAX function of the unconstrained
 parameter vector), the samplers and the diagnostics.

@@ -517,6 +517,13 @@ class Auto(eqx.Module):
     with ``retry_draws`` draws (0: no second try) before it falls back: more
     draws raise the ESS in proportion and settle a k-hat near the threshold,
     for a few percent of a NUTS run's cost (measured: ``benchmarks/README.md``).
+
+    Training the flow is a fixed cost (minutes on a CPU), which only a run of
+    many profiles repays.  A ``"npe"`` run of fewer than ``min_profiles``
+    profiles (None: the model's ``default_auto_min_profiles``) that is given
+    no trained flow therefore samples every profile with ``fallback``,
+    started and warmed up as ``method="nuts"`` would be (its draws are those
+    of NUTS with the same seed), with ``fallback_reason`` ``"few_profiles"``.
     """
 
     importance: ImportanceSampler = ImportanceSampler()
@@ -527,9 +534,12 @@ class Auto(eqx.Module):
     simulations: int = 100_000
     max_epochs: int = 60
     retry_draws: int = 16_000
+    min_profiles: int | None = None
 
     def __check_init__(self):
         if self.fallback_warmup < 0:
             raise ValueError(f"fallback_warmup={self.fallback_warmup} must be >= 0")
         if self.retry_draws < 0:
             raise ValueError(f"retry_draws={self.retry_draws} must be >= 0 (0: no second importance sampling)")
+        if self.min_profiles is not None and self.min_profiles < 0:
+            raise ValueError(f"min_profiles={self.min_profiles} must be >= 0 or None (the model's default)")

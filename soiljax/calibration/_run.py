@@ -514,8 +514,22 @@ def _put(a: np.ndarray, idx: np.ndarray, values) -> np.ndarray:
     return a
 
 
-AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start", "outside_amortizer")
-"""``fallback_reason`` values of ``method="auto"``: empty where importance sampling was accepted."""
+AUTO_REASONS = ("", "pareto_k", "ess", "no_valid_start", "outside_amortizer", "few_profiles")
+"""``fallback_reason`` values of ``method="auto"``: empty where importance sampling was accepted;
+``few_profiles`` where the run was too small to train a flow for (:class:`Auto`'s ``min_profiles``)."""
+
+
+def _fallback_sampler(auto: Auto, model) -> eqx.Module:
+    """The sampler of ``auto``'s fall-back: NUTS with the model's tree-depth cap unless it names another."""
+    sampler = NUTS() if auto.fallback is None else auto.fallback
+    return sampler.for_model(model) if isinstance(sampler, NUTS) else sampler
+
+
+def _auto_skips_flow(auto: Auto, model, n_profiles: int, amortizer) -> bool:
+    """Whether a ``method="auto"`` run samples every profile by its fall-back, without a flow:
+    approximation ``"npe"``, no trained flow given, and fewer profiles than its ``min_profiles``."""
+    least = type(model).default_auto_min_profiles if auto.min_profiles is None else auto.min_profiles
+    return auto.importance.approximation == "npe" and amortizer is None and n_profiles < least
 
 
 def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding,
@@ -529,6 +543,16 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
     settings = auto.importance
     n_site = forcing.batch_shape[0]
     chains = keys.shape[1] - 1
+    if settings.approximation == "npe" and amortizer is None:
+        # a run too small to pay for training a flow (_auto_skips_flow): every profile as method="nuts"
+        bar(1)
+        bar(0, warmup + samples)
+        draws = _sample_gradient(model, likelihood, _fallback_sampler(auto, model), forcing, obs, keys,
+                                 warmup=warmup, samples=samples, chunk=chunk, bar=bar, sharding=sharding,
+                                 extend=extend, extendable=np.arange(n_site) < m)
+        nan = np.full(n_site, np.nan)
+        return draws, {"pareto_k": nan, "ess_is": nan, "fallback": np.ones(n_site, bool),
+                       "fallback_reason": np.full(n_site, "few_profiles")}
     pkeys = _path_keys(keys, settings.paths)
     if settings.approximation == "npe":
         res = _flow_sites(model, likelihood, settings, amortizer.flow, forcing, obs, conditions, pkeys[:, 0],
@@ -581,10 +605,7 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
         inv_mass = np.clip(res.variances[idx].mean(axis=1), 1e-3, 10.0)
         inv_mass = np.broadcast_to(inv_mass[:, None, :], z_start.shape)
         bar(0, warmup + samples)
-        sampler = NUTS() if auto.fallback is None else auto.fallback
-        if isinstance(sampler, NUTS):
-            sampler = sampler.for_model(model)  # the model's tree-depth cap where none is set
-        z, stats = sample_gradient(ProfilePosterior(model, likelihood), sampler,
+        z, stats = sample_gradient(ProfilePosterior(model, likelihood), _fallback_sampler(auto, model),
                                    jax.tree_util.tree_map(lambda x: x[idx], (forcing, obs)), z_start,
                                    keys[idx, 1:], warmup=warmup, samples=samples, chunk=chunk, bar=bar,
                                    sharding=sharding, extend=extend, extendable=np.arange(idx.size) < sites.size,
@@ -649,7 +670,8 @@ def auto_variables(ds: xr.Dataset, extra: Mapping) -> xr.Dataset:
     convergence diagnostics mean for importance-sampled profiles.
 
     ``pareto_k``, ``ess_is`` (every profile: the importance sampling that ran
-    first), ``method_used`` (``"importance"`` or ``"nuts"``) and
+    first; NaN where none ran, ``fallback_reason`` ``"few_profiles"``),
+    ``method_used`` (``"importance"`` or ``"nuts"``) and
     ``fallback_reason`` (:data:`AUTO_REASONS`).  For importance-sampled
     profiles R-hat does not apply (``rhat``, ``rhat_gr`` and their summaries
     are NaN), ``ess`` and ``ess_min`` are the importance-sampling ESS, and
@@ -838,7 +860,7 @@ def calibrate(
     forcing: Forcing,
     obs,
     *,
-    method="nuts",
+    method="auto",
     likelihood: AbstractLikelihood | None = None,
     chains: int = 3,
     warmup: int | None = None,
@@ -862,20 +884,24 @@ def calibrate(
     """Posterior of every profile's parameters; returns (and writes) an xarray Dataset.
 
     ``forcing`` and ``obs`` (:class:`~soiljax.Observations`) hold the same
-    sites in the same order.  ``method`` is ``"nuts"`` (default: windowed
-    adaptation, then NUTS with the model's tree-depth cap,
-    :data:`~soiljax.calibration.DEFAULT_DOUBLINGS`), ``"hmc"`` (fixed-length
-    HMC), ``"auto"`` (experimental, not yet the default: importance sampling
-    from an amortised flow trained on prior simulations at these sites (``amortizer``)
-    with PSIS, NUTS for the profiles whose k-hat or ESS fails; see :class:`~soiljax.calibration.Auto` and
-    :func:`auto_variables` for the variables it adds), ``"proda"`` (PRODA's
+    sites in the same order.  ``method`` is ``"auto"`` (default: importance
+    sampling from an amortised flow trained on prior simulations at these
+    sites, or given as ``amortizer``, with PSIS, and NUTS for the profiles
+    whose k-hat or ESS fails; a run of fewer profiles than the model's
+    ``default_auto_min_profiles`` and no ``amortizer`` is sampled by NUTS
+    alone, because training the flow would cost more than it saves; see
+    :class:`~soiljax.calibration.Auto` and :func:`auto_variables` for the
+    variables it adds), ``"nuts"`` (windowed adaptation, then NUTS with the
+    model's tree-depth cap, :data:`~soiljax.calibration.DEFAULT_DOUBLINGS`),
+    ``"hmc"`` (fixed-length HMC), ``"proda"`` (PRODA's
     random walk + adaptive Metropolis with its annealed acceptance rule and
     PRODA's costs; ``warmup``/``samples`` do not apply, the sampler object
     holds its step counts) or a sampler object from
     :mod:`soiljax.calibration`.  ``likelihood`` defaults to PRODA's cost for
     ``"proda"`` and to :class:`LogNormal` (10% multiplicative error, or the
     observations' ``soc_sd``) otherwise.  ``warmup`` (adaptation iterations
-    per chain) defaults to the model's ``default_warmup`` (:data:`DEFAULT_WARMUP`).
+    per chain) defaults to the model's ``default_warmup`` (:data:`DEFAULT_WARMUP`), and for
+    ``"auto"``'s fall-back, which starts from the flow's draws, to :class:`Auto`'s ``fallback_warmup``.
     ``extend`` (HMC/NUTS) lets a profile whose mean R-hat is still >= 1.05
     after ``samples`` iterations continue its chains for up to that many more
     rounds of ``samples`` iterations; its draws are then its whole chains
@@ -904,8 +930,11 @@ def calibrate(
         sampler = sampler.for_model(model)
     likelihood = default_likelihood(model, sampler) if likelihood is None else likelihood
     auto = isinstance(sampler, Auto)
+    # auto on too few profiles to train a flow for: NUTS for all, with NUTS's warmup
+    nuts_only = auto and _auto_skips_flow(sampler, model, forcing.batch_shape[0] if forcing.batch_shape else 1,
+                                          amortizer)
     if warmup is None:
-        warmup = sampler.fallback_warmup if auto else type(model).default_warmup
+        warmup = sampler.fallback_warmup if auto and not nuts_only else type(model).default_warmup
     _check_inputs(model, forcing, obs, chains, warmup, samples)
     proda = isinstance(sampler, ProdaMetropolis)
     if extend is None:
@@ -997,8 +1026,8 @@ def calibrate(
         if extend:  # absent when off, so that runs from before the option still resume
             settings["extend"] = extend
         inputs_fp = _fingerprint(model, likelihood, sampler, forcing, obs, settings, site_id, run_attrs)
-        amortizer = _run_amortizer(model, likelihood, sampler, forcing, obs, amortizer, out, inputs_fp, seed,
-                                   progress and pbar is not None, pbar)
+        amortizer = None if nuts_only else _run_amortizer(model, likelihood, sampler, forcing, obs, amortizer, out,
+                                                          inputs_fp, seed, progress and pbar is not None, pbar)
         conditions = in_domain = None
         if amortizer is not None:
             conditions, in_domain = amortizer.conditions(model, forcing, obs)
