@@ -247,3 +247,16 @@ def test_the_default_method_on_few_profiles_is_nuts_without_a_flow(small_run, mo
     assert not run._auto_skips_flow(Auto(importance=ImportanceSampler(approximation="laplace")), model, 3, None)
     with pytest.raises(ValueError, match="min_profiles"):
         Auto(min_profiles=-1)
+    # a flow that is trained learns from the model's number of prior simulations unless Auto names one
+    seen = {}
+
+    def capture(model, forcing, obs, **kw):
+        seen.update(kw)
+        raise KeyboardInterrupt  # stop before the flow is trained
+
+    monkeypatch.setattr(run, "train_amortizer", capture)
+    for auto, expected in ((Auto(min_profiles=1), CLM5.default_auto_simulations),
+                           (Auto(min_profiles=1, simulations=5000), 5000)):
+        with pytest.raises(KeyboardInterrupt):
+            calibrate(model, forcing, obs, method=auto, progress=False)
+        assert seen["simulations"] == expected

@@ -510,7 +510,8 @@ class Auto(eqx.Module):
     ``calibrate(warmup=...)`` says otherwise) suffices.
 
     With the ``"npe"`` approximation, ``calibrate`` trains the flow on
-    ``simulations`` prior simulations at the run's sites for at most
+    ``simulations`` prior simulations at the run's sites (None: the model's
+    ``default_auto_simulations``) for at most
     ``max_epochs`` epochs (:func:`~soiljax.calibration.train_amortizer`),
     unless ``calibrate(amortizer=...)`` gives one.  A profile whose first
     importance sampling fails either check is sampled once more from the flow
@@ -531,7 +532,7 @@ class Auto(eqx.Module):
     min_ess: float = 100.0
     fallback: eqx.Module | None = None
     fallback_warmup: int = 200
-    simulations: int = 100_000
+    simulations: int | None = None
     max_epochs: int = 60
     retry_draws: int = 16_000
     min_profiles: int | None = None

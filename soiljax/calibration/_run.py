@@ -832,7 +832,8 @@ def _run_amortizer(model, likelihood, sampler, forcing, obs, amortizer, out, inp
     if pbar is not None:
         pbar.set_postfix_str("training the amortizer", refresh=True)
     noise = float(getattr(likelihood, "sigma", getattr(likelihood, "rel_sigma", 0.1)))
-    trained = train_amortizer(model, forcing, obs, simulations=sampler.simulations, max_epochs=sampler.max_epochs,
+    simulations = type(model).default_auto_simulations if sampler.simulations is None else sampler.simulations
+    trained = train_amortizer(model, forcing, obs, simulations=simulations, max_epochs=sampler.max_epochs,
                               noise=noise, seed=seed, progress=progress, extra_info={"trained_for": inputs_fp})
     if path is not None:
         save_amortizer(trained, path)
