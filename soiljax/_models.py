@@ -574,14 +574,14 @@ class COMPAS(AbstractSoilModel):
     profiles that fail PRODA's R-hat rule after 500 draws mostly mix slowly
     rather than sit in separate modes, and longer chains pass (the rule went
     from 90% to 97% of 60 profiles, for 41% more wall time)."""
-    default_auto_min_profiles: ClassVar[int] = 16
+    default_auto_min_profiles: ClassVar[int] = 32
     """Fewest profiles for which ``calibrate(method="auto")`` trains its flow when none is given
     (:class:`soiljax.calibration.Auto`); smaller runs are sampled by NUTS.
 
-    COMPAS's NUTS costs about 28 s per profile on two cores (57 core-seconds,
-    benchmarks/README.md) and training its flow a few minutes, so the flow pays
-    from about ten profiles on (benchmarks/README.md, COMPAS paragraph of
-    "Calibration at scale")."""
+    Measured on two cores (benchmarks/README.md, COMPAS paragraph of
+    "Calibration at scale"): NUTS costs about 29 s per profile, training the
+    flow about 480 s and auto about 7 s per profile after training, so auto
+    pays from about 22 profiles on."""
     default_auto_simulations: ClassVar[int] = 340_000
     """Prior simulations that ``calibrate(method="auto")`` trains its flow on, over all sites
     (:class:`soiljax.calibration.Auto`'s ``simulations``).

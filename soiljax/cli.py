@@ -272,7 +272,7 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--method", choices=["auto", "hmc", "nuts", "proda"], default="auto",
                    help="sampler: auto (default: importance sampling from an amortised neural posterior trained on "
                         "these sites, PSIS k-hat and ESS per profile, NUTS for the profiles that fail them; with "
-                        "fewer profiles than repay the flow's training (200 for CLM5, 16 for COMPAS) and no "
+                        "fewer profiles than repay the flow's training (200 for CLM5, 32 for COMPAS) and no "
                         "--amortizer, NUTS for all), NUTS, fixed-length HMC, or PRODA's random walk + adaptive "
                         "Metropolis")
     p.add_argument("--amortizer", default=None, metavar="FILE",
