@@ -39,19 +39,27 @@ import soiljax
 from soiljax import calibration as cal
 
 
+def auto_figures(folder: Path) -> dict:
+    """What the auto run alone tells: its fall-backs (share and reasons) and its k-hat quantiles."""
+    auto = cal.read_posterior(folder / "auto.nc")
+    reasons = auto["fallback_reason"].values
+    return {
+        "fallback_share": float(np.mean(auto["method_used"].values == "nuts")),
+        "fallback_reasons": {r: int(np.sum(reasons == r)) for r in sorted(set(reasons)) if r},
+        "pareto_k_quantiles": [float(q) for q in np.quantile(auto["pareto_k"].values, [0.1, 0.5, 0.9])],
+    }
+
+
 def score(model, folder: Path) -> dict:
     """The figures of a kept run: agreement of auto with the reference, and auto's fall-backs."""
     auto = cal.read_posterior(folder / "auto.nc")
     reference = cal.read_posterior(folder / "reference.nc")
     _, _, u_true = cal.read_recovery_inputs(folder / "inputs", model)
     agreement = cal.posterior_agreement(auto, reference, u_true)
-    reasons = auto["fallback_reason"].values
     return {
         "agreement": agreement,
         "targets_met": cal.meets_quality_targets(agreement),
-        "fallback_share": float(np.mean(auto["method_used"].values == "nuts")),
-        "fallback_reasons": {r: int(np.sum(reasons == r)) for r in sorted(set(reasons)) if r},
-        "pareto_k_quantiles": [float(q) for q in np.quantile(auto["pareto_k"].values, [0.1, 0.5, 0.9])],
+        **auto_figures(folder),
         "reference_converged_share": agreement["profiles_compared"] / agreement["profiles"],
     }
 
@@ -115,6 +123,8 @@ def main(argv=None) -> int:
                       amortizer=None if args.amortizer is None else cal.load_amortizer(args.amortizer))
         result["auto_seconds"] = time.perf_counter() - t
         result["auto_timing"] = "with training" if args.amortizer is None else "trained flow given: no training"
+        result.update(auto_figures(out))  # kept now: the reference may take hours more
+        result.update({"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")})
         keep()
     if args.only == "floor":
         print(f"{args.model}: second reference (seed 1) for the noise floor, {n} profiles", file=sys.stderr)

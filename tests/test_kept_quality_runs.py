@@ -3,7 +3,9 @@ their own figures.
 
 Each folder holds the long NUTS reference (``reference.nc``), the ``auto``
 posterior (``auto.nc``), the synthetic profiles (``inputs/``) and the figures
-``benchmarks/calibration_quality.py`` printed (``result.json``); where it also
+``benchmarks/calibration_quality.py`` printed (``result.json``).  A run whose
+reference is not finished yet has no ``reference.nc`` and no agreement
+figures; its fall-back figures are checked alone.  Where a folder also
 holds a second reference run with another seed (``reference_seed1.nc``), its
 agreement with the first (the criteria's noise floor) is scored again too.  Scoring the
 two posterior files again fails when the criteria drift from what the run
@@ -32,16 +34,22 @@ def test_kept_quality_run_reproduces_its_figures(folder):
     saved = json.loads((folder / "result.json").read_text())
     model = soiljax.model(saved["model"])
     auto = cal.read_posterior(folder / "auto.nc")
-    reference = cal.read_posterior(folder / "reference.nc")
     _, _, u_true = cal.read_recovery_inputs(folder / "inputs", model)
-    assert auto.sizes["site"] == reference.sizes["site"] == len(u_true) == saved["profiles"]
+    assert auto.sizes["site"] == len(u_true) == saved["profiles"]
+    assert np.mean(auto["method_used"].values == "nuts") == pytest.approx(saved["fallback_share"])
+    reasons = auto["fallback_reason"].values
+    assert saved["fallback_reasons"] == {r: int(np.sum(reasons == r)) for r in sorted(set(reasons)) if r}
+    # what the file says of each profile is consistent: fell back exactly where a reason is given
+    np.testing.assert_array_equal(auto["method_used"].values == "nuts", reasons != "")
+    if not (folder / "reference.nc").is_file():  # the reference is still running: nothing to compare yet
+        assert "agreement" not in saved
+        return
+    reference = cal.read_posterior(folder / "reference.nc")
+    assert reference.sizes["site"] == len(u_true)
     agreement = cal.posterior_agreement(auto, reference, u_true)
     for key, value in agreement.items():
         assert value == pytest.approx(saved["agreement"][key], rel=1e-9, nan_ok=True), key
     assert cal.meets_quality_targets(agreement) == saved["targets_met"]
-    assert np.mean(auto["method_used"].values == "nuts") == pytest.approx(saved["fallback_share"])
-    # what the file says of each profile is consistent: fell back exactly where a reason is given
-    np.testing.assert_array_equal(auto["method_used"].values == "nuts", auto["fallback_reason"].values != "")
     if (folder / "reference_seed1.nc").is_file():  # the noise floor: a second reference against the first
         second = cal.read_posterior(folder / "reference_seed1.nc")
         floor = cal.posterior_agreement(second, reference, u_true)
