@@ -39,6 +39,11 @@ import soiljax
 from soiljax import calibration as cal
 
 
+def provenance() -> dict:
+    """Where and when the figures were measured: the machine (architecture, cores) and the date."""
+    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
+
+
 def auto_figures(folder: Path) -> dict:
     """What the auto run alone tells: its fall-backs (share and reasons) and its k-hat quantiles."""
     auto = cal.read_posterior(folder / "auto.nc")
@@ -124,7 +129,7 @@ def main(argv=None) -> int:
         result["auto_seconds"] = time.perf_counter() - t
         result["auto_timing"] = "with training" if args.amortizer is None else "trained flow given: no training"
         result.update(auto_figures(out))  # kept now: the reference may take hours more
-        result.update({"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")})
+        result.update(provenance())
         keep()
     if args.only == "floor":
         print(f"{args.model}: second reference (seed 1) for the noise floor, {n} profiles", file=sys.stderr)
@@ -141,8 +146,7 @@ def main(argv=None) -> int:
         print(f"{out} lacks reference.nc or auto.nc: run the missing step (--only), then --only score",
               file=sys.stderr)
         return 0
-    result.update({"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-                   **score(model, out)})
+    result.update({**provenance(), **score(model, out)})
     keep()
     print(json.dumps(result, indent=1))
     return 0

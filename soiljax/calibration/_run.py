@@ -533,7 +533,7 @@ def _auto_skips_flow(auto: Auto, model, n_profiles: int, amortizer) -> bool:
 
 
 def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, samples, chunk, bar, sharding,
-                 extend, m, amortizer=None, conditions=None, in_domain=None):
+                 extend, m, nuts_only=False, amortizer=None, conditions=None, in_domain=None):
     """``method="auto"`` for one padded batch whose first ``m`` sites are real.
 
     Returns the :class:`_BatchDraws` and a dict of per-site arrays for
@@ -543,7 +543,7 @@ def _sample_auto(model, likelihood, auto: Auto, forcing, obs, keys, *, warmup, s
     settings = auto.importance
     n_site = forcing.batch_shape[0]
     chains = keys.shape[1] - 1
-    if settings.approximation == "npe" and amortizer is None:
+    if nuts_only:
         # a run too small to pay for training a flow (_auto_skips_flow): every profile as method="nuts"
         bar(1)
         bar(0, warmup + samples)
@@ -742,6 +742,8 @@ class _BatchJob:
     """``method="auto"`` with NPE: the trained flow, and every held site's conditioning vector and domain flag."""
     conditions: np.ndarray | None = None
     in_domain: np.ndarray | None = None
+    nuts_only: bool = False
+    """``method="auto"`` on too few profiles to train a flow for (:func:`_auto_skips_flow`): NUTS for every site."""
 
     def portable(self) -> "_BatchJob":
         """A copy that pickles: data as numpy arrays, no device sharding, no ``stage``."""
@@ -770,7 +772,7 @@ class _BatchJob:
             held = None if self.conditions is None else idx - self.offset
             draws, extra = _sample_auto(self.model, self.likelihood, self.sampler, f_b, o_b, keys, warmup=self.warmup,
                                         samples=self.samples, chunk=self.chunk, bar=bar, sharding=self.sharding,
-                                        extend=self.extend, m=m, amortizer=self.amortizer,
+                                        extend=self.extend, m=m, nuts_only=self.nuts_only, amortizer=self.amortizer,
                                         conditions=None if held is None else self.conditions[held],
                                         in_domain=None if held is None else self.in_domain[held])
             extra = {k: v[:m] for k, v in extra.items()}
@@ -1040,7 +1042,7 @@ def calibrate(
                         warmup=warmup, samples=samples, extend=extend, batch_size=batch_size, seed=seed, chunk=chunk,
                         keep_draws=keep_draws, predictive_draws=predictive_draws, site_id=site_id, sharding=sharding,
                         attrs=run_attrs, stage=stage, amortizer=amortizer, conditions=conditions,
-                        in_domain=in_domain)
+                        in_domain=in_domain, nuts_only=nuts_only)
         echo = (lambda line: pbar.write(line, file=sys.stderr)) if pbar is not None else None
         with cluster(workers=workers, client=client, echo=echo) as dask_client:
             return run_batches(job if dask_client is None else job.portable(), n, batch_size, out=out,
