@@ -72,6 +72,8 @@ import optax
 from blackjax.diagnostics import psis_weights
 from jaxtyping import Array, Float
 
+from ._amortized import flow_precision
+
 APPROXIMATIONS = ("npe", "laplace", "pathfinder")
 """Names accepted by ``ImportanceSampler(approximation=...)``."""
 
@@ -411,6 +413,19 @@ def importance_sample(logdensity, z0, key, settings: ImportanceSampler, n_out: i
     )
 
 
+def _in_flow_precision(flow, fn, *args):
+    """``fn(*args)`` traced in the flow's own precision: a float32 flow (as
+    :func:`~soiljax.calibration.train_amortizer` trains it) in float32, its
+    inputs cast (:func:`~soiljax.calibration._amortized.flow_precision`); any
+    other flow as it is."""
+    leaves = [a for a in jax.tree_util.tree_leaves(flow) if eqx.is_inexact_array(a)]
+    if not leaves or any(a.dtype != jnp.float32 for a in leaves):
+        return fn(*args)
+    args = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, args)
+    with flow_precision():
+        return fn(*args)
+
+
 def _flow_round(logdensity, flow, condition, key, n: int, settings: ImportanceSampler, adapted=None, dtype=None):
     """One round of :func:`flow_importance_sample`: ``n`` draws of the defensive mixture of the prior,
     the flow and (when ``adapted = (mean, chol)``) a Student t fitted to an earlier round.
@@ -426,16 +441,20 @@ def _flow_round(logdensity, flow, condition, key, n: int, settings: ImportanceSa
     n_flow = n - n_prior - n_adapt
     k_flow, k_prior, k_adapt = jax.random.split(key, 3)
     typed = k_flow if jax.dtypes.issubdtype(k_flow.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(k_flow)
-    z_flow, log_flow_own = flow.sample_and_log_prob(typed, (n_flow,), condition=condition)  # flowjax: typed keys
+    z_flow, log_flow_own = _in_flow_precision(  # flowjax takes typed keys
+        flow, lambda k, c: flow.sample_and_log_prob(k, (n_flow,), condition=c), typed, condition)
     dtype = z_flow.dtype if dtype is None else dtype
     d = z_flow.shape[-1]
     others = [jax.random.logistic(k_prior, (n_prior, d), dtype=dtype)]
     df = settings.tail_df
     if adapted is not None:
         others.append(_component_draws(k_adapt, adapted[0].astype(dtype), adapted[1].astype(dtype), n_adapt, df))
-    z_other = jnp.concatenate(others, axis=0)
-    log_flow_other = jax.lax.map(lambda zz: flow.log_prob(zz.astype(z_flow.dtype), condition=condition), z_other,
-                                 batch_size=min(settings.eval_batch, z_other.shape[0]))
+    # rounded to the flow's precision, so that the flow's density and the model's are taken at the same point
+    z_other = jnp.concatenate(others, axis=0).astype(z_flow.dtype).astype(dtype)
+    log_flow_other = _in_flow_precision(
+        flow, lambda zs, c: jax.lax.map(lambda zz: flow.log_prob(zz, condition=c), zs,
+                                        batch_size=min(settings.eval_batch, zs.shape[0])),
+        z_other.astype(z_flow.dtype), condition)
     z = jnp.concatenate([z_other[:n_prior], z_flow.astype(dtype), z_other[n_prior:]], axis=0)
     log_flow = jnp.concatenate([log_flow_other[:n_prior], log_flow_own, log_flow_other[n_prior:]]).astype(dtype)
     finite = jnp.all(jnp.isfinite(z), axis=1) & jnp.isfinite(log_flow)
