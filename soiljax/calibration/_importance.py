@@ -72,7 +72,7 @@ import optax
 from blackjax.diagnostics import psis_weights
 from jaxtyping import Array, Float
 
-from ._amortized import _cast, flow_precision
+from ._amortized import flow_precision
 
 APPROXIMATIONS = ("npe", "laplace", "pathfinder")
 """Names accepted by ``ImportanceSampler(approximation=...)``."""
@@ -421,8 +421,9 @@ def _in_flow_precision(flow, fn, *args):
     leaves = [a for a in jax.tree_util.tree_leaves(flow) if eqx.is_inexact_array(a)]
     if not leaves or any(a.dtype != jnp.float32 for a in leaves):
         return fn(*args)
+    args = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, args)
     with flow_precision():
-        return fn(*_cast(args, jnp.float32))
+        return fn(*args)
 
 
 def _flow_round(logdensity, flow, condition, key, n: int, settings: ImportanceSampler, adapted=None, dtype=None):
